@@ -1,0 +1,39 @@
+"""``streamrec infra up|status|down``."""
+from __future__ import annotations
+
+import argparse
+
+from streamrec.config import Settings
+
+
+def _up(args: argparse.Namespace, settings: Settings) -> int:
+    from infra import stack
+
+    stack.up(settings, only=args.only)
+    return 0
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from infra import stack
+
+    report = stack.status(settings)
+    for name, state in report.items():
+        print(f"{name}: {state}")
+    return 0 if all(s != "stopped" for s in report.values()) else 1
+
+
+def _down(args: argparse.Namespace, settings: Settings) -> int:
+    from infra import stack
+
+    stack.down(settings)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("infra", help="start, check and stop the embedded stack")
+    isub = p.add_subparsers(dest="infra_command", required=True, metavar="ACTION")
+    up = isub.add_parser("up", help="start the embedded services and create topics (idempotent)")
+    up.add_argument("--only", nargs="+", metavar="COMPONENT", help="start just these components")
+    up.set_defaults(func=_up)
+    isub.add_parser("status", help="show each component; exit 1 if any is stopped").set_defaults(func=_status)
+    isub.add_parser("down", help="stop the embedded services").set_defaults(func=_down)

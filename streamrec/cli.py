@@ -1,0 +1,52 @@
+"""The ``streamrec`` command: one entry point that reaches every part.
+
+Each package contributes its subcommands through ``register(subparsers)`` in
+its own ``cli`` module; heavy imports (Spark, TensorFlow) happen inside the
+command functions so ``--help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from streamrec.config import load_settings
+from streamrec.errors import UserError
+
+COMMAND_MODULES = (
+    "infra.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamrec", description="Streaming, real-time personalization pipeline.")
+    parser.add_argument("--config", help="YAML settings file (default: $STREAMREC_CONFIG, else embedded defaults)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # kafka-python logs every reconnect at WARNING/ERROR; keep the console for our own messages.
+    logging.getLogger("kafka").setLevel(logging.DEBUG if args.verbose else logging.CRITICAL)
+    try:
+        settings = load_settings(args.config)
+        return int(args.func(args, settings) or 0)
+    except UserError as e:
+        print(f"streamrec {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"streamrec {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

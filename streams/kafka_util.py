@@ -1,0 +1,122 @@
+"""Small Kafka plumbing shared by the producer, replay, the Spark source and infra.
+
+Written for any Kafka-protocol broker. Two Tansu gaps shape it: ``end_offsets``
+answers wrongly there, so the high watermark comes from a fetch response; and
+topics cannot grow partitions, so they are created with their full count up front.
+"""
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+
+from streamrec.config import KafkaConfig
+from streamrec.errors import UserError
+
+
+def client_options(cfg: KafkaConfig) -> dict:
+    """Options every kafka-python client gets: servers plus pass-through security settings."""
+    return {"bootstrap_servers": cfg.bootstrap_servers.split(","), **cfg.client_options}
+
+
+def admin_client(cfg: KafkaConfig, timeout_s: float = 10.0) -> KafkaAdminClient:
+    try:
+        return KafkaAdminClient(request_timeout_ms=int(timeout_s * 1000), **client_options(cfg))
+    except KafkaTimeoutError:
+        raise UserError(
+            f"no Kafka broker answers at {cfg.bootstrap_servers} (start the embedded one with 'streamrec infra up')"
+        ) from None
+
+
+def ensure_topics(cfg: KafkaConfig, topics: list[str] | None = None) -> list[str]:
+    """Create the pipeline's topics if missing; returns the names created."""
+    topics = topics or [cfg.events_topic, cfg.dlq_topic]
+    admin = admin_client(cfg)
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        created = []
+        for name in missing:
+            try:
+                admin.create_topics([NewTopic(name, cfg.partitions, cfg.replication_factor)])
+                created.append(name)
+            except TopicAlreadyExistsError:
+                pass  # another process won the race
+        return created
+    finally:
+        admin.close()
+
+
+def partitions_of(consumer: KafkaConsumer, topic: str, timeout_s: float = 10.0) -> list[int]:
+    """The topic's partition ids, waiting briefly for metadata."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        parts = consumer.partitions_for_topic(topic)
+        if parts:
+            return sorted(parts)
+        if time.monotonic() > deadline:
+            raise UserError(f"topic {topic!r} does not exist (create it with 'streamrec infra up')")
+        consumer.topics()  # forces a metadata refresh
+        time.sleep(0.1)
+
+
+def assigned_consumer(cfg: KafkaConfig, **extra) -> KafkaConsumer:
+    """A group-less consumer for assign/seek reads (no coordinator round trips)."""
+    opts = {
+        "enable_auto_commit": False,
+        "group_id": None,
+        "consumer_timeout_ms": 1000,
+        "request_timeout_ms": cfg.request_timeout_ms,
+        **client_options(cfg),
+        **extra,
+    }
+    try:
+        return KafkaConsumer(**opts)
+    except KafkaTimeoutError:
+        raise UserError(f"no Kafka broker answers at {cfg.bootstrap_servers}") from None
+
+
+def high_watermarks(consumer: KafkaConsumer, tps: list[TopicPartition], timeout_s: float = 10.0) -> dict[TopicPartition, int]:
+    """Latest offsets taken from fetch responses (correct on Kafka and on Tansu).
+
+    Seeks each partition to its beginning and polls once so every partition
+    has had a fetch response; kafka-python then reports its high watermark.
+    The consumer's assignment is restored to ``tps``; positions are not.
+    """
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    deadline = time.monotonic() + timeout_s
+    marks: dict[TopicPartition, int] = {}
+    while len(marks) < len(tps):
+        consumer.poll(timeout_ms=200, max_records=1, update_offsets=False)
+        for tp in tps:
+            hw = consumer.highwater(tp)
+            if hw is not None:
+                marks[tp] = hw
+        if time.monotonic() > deadline:
+            raise KafkaError(f"no fetch response for {sorted(set(tps) - set(marks))} within {timeout_s}s")
+    return marks
+
+
+def read_topic(cfg: KafkaConfig, topic: str, timeout_s: float = 30.0) -> Iterator:
+    """Every record now in ``topic``, partition by partition, up to the current high watermark."""
+    consumer = assigned_consumer(cfg)
+    try:
+        tps = [TopicPartition(topic, p) for p in partitions_of(consumer, topic)]
+        ends = high_watermarks(consumer, tps)
+        for tp in tps:
+            consumer.assign([tp])
+            consumer.seek_to_beginning(tp)
+            deadline = time.monotonic() + timeout_s
+            while consumer.position(tp) < ends[tp]:
+                if time.monotonic() > deadline:
+                    raise KafkaError(f"{tp}: stuck at {consumer.position(tp)} of {ends[tp]}")
+                for records in consumer.poll(timeout_ms=500).values():
+                    for rec in records:
+                        if rec.offset < ends[tp]:
+                            yield rec
+    finally:
+        consumer.close()
