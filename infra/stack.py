@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from infra import broker, process
+from infra import broker, process, redis
 from infra.process import Service
 from streamrec.config import Settings
 from streams.kafka_util import ensure_topics
@@ -16,6 +16,7 @@ from streams.kafka_util import ensure_topics
 # name -> (is it ours to run?, how to build it). Order = start order.
 COMPONENTS: dict[str, tuple[Callable[[Settings], bool], Callable[[Settings], Service]]] = {
     "broker": (broker.is_embedded, broker.broker_service),
+    "redis": (redis.is_embedded, redis.redis_service),
 }
 
 

@@ -16,6 +16,11 @@ from streamrec.errors import UserError
 
 COMMAND_MODULES = (
     "infra.cli",
+    "streams.cli",
+    "streams.stream_cli",
+    "features.cli",
+    "streamrec.bench",
+    "streamrec.demo",
 )
 
 

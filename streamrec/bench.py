@@ -1,0 +1,22 @@
+"""``streamrec bench <name>``: benchmarks that print figures (speed goals live here, not in tests).
+
+Each benchmark module exposes ``add_arguments(parser)`` and ``run(args, settings) -> int``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+
+BENCHMARKS = {
+    "ingest": ("streams.bench_ingest", "events/s: raw kafka-python vs the validating SDK"),
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="run a benchmark and print its figures")
+    bsub = p.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
+    for name, (module, help_text) in BENCHMARKS.items():
+        bp = bsub.add_parser(name, help=help_text)
+        mod = importlib.import_module(module)
+        mod.add_arguments(bp)
+        bp.set_defaults(func=mod.run)

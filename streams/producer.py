@@ -1,0 +1,164 @@
+"""Publish events: valid ones canonically to the events topic, invalid ones to the DLQ.
+
+Valid events are keyed by ``user_id`` so one user's events stay ordered in one
+partition. Invalid input is never dropped: it goes to the DLQ topic with its
+original bytes and headers ``reason``, ``detail`` and ``source``.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Mapping, NamedTuple
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaConfigurationError, KafkaTimeoutError, UnsupportedVersionError
+from kafka.producer.future import FutureRecordMetadata
+
+from streamrec.config import KafkaConfig, Settings
+from streamrec.errors import UserError
+from streams.kafka_util import client_options, ensure_topics
+from streams.schema import Event, InvalidEvent, as_bytes, parse_event
+
+log = logging.getLogger(__name__)
+
+# Throughput first: kafka-python spends much per request, so records wait up to 50 ms
+# (far below the stream job's 1 s trigger) to share a batch of up to 256 KiB.
+# acks=all: an event counts as delivered once every in-sync replica has it.
+TUNING = {"acks": "all", "linger_ms": 50, "batch_size": 262144}
+
+# Kafka refuses records over its max message size (1 MiB by default); a DLQ value
+# beyond this is cut and the header ``truncated_from`` keeps its original length.
+DLQ_VALUE_LIMIT = 900_000
+
+
+class DeliveryError(UserError):
+    """The broker did not take records that were handed to the producer."""
+
+
+class Outcome(NamedTuple):
+    accepted: bool
+    event: Event | None = None
+    reason: str | None = None
+    detail: str | None = None
+    future: FutureRecordMetadata | None = None
+
+
+def producer_options(cfg: KafkaConfig) -> dict:
+    """kafka-python producer options shared by the SDK and the ingest benchmark; client_options override."""
+    return {**TUNING, "request_timeout_ms": cfg.request_timeout_ms, **client_options(cfg)}
+
+
+def open_kafka_producer(cfg: KafkaConfig, **overrides) -> KafkaProducer:
+    """An idempotent producer (retries cannot duplicate or reorder), or a plain one if the broker cannot.
+
+    ``overrides`` are kafka-python producer options that win over the configured ones.
+    """
+    opts = {**producer_options(cfg), **overrides}
+    try:
+        try:
+            return KafkaProducer(**{"enable_idempotence": True, **opts})
+        except (KafkaConfigurationError, UnsupportedVersionError) as e:
+            log.warning(
+                "broker at %s does not support idempotent producing (%s); continuing without it, "
+                "so a retried send may duplicate an event (the stream job drops duplicates by event_id)",
+                cfg.bootstrap_servers, e,
+            )
+            return KafkaProducer(**{**opts, "enable_idempotence": False})
+    except KafkaTimeoutError:
+        raise UserError(f"no Kafka broker answers at {cfg.bootstrap_servers} (start one with 'streamrec infra up')") from None
+
+
+class EventProducer:
+    """Validate and publish events; ``accepted``/``rejected`` count them, ``reasons`` counts rejections by code.
+
+    ``source`` names the sender in DLQ headers; ``producer_overrides`` go to kafka-python as they are.
+    """
+
+    def __init__(self, settings: Settings, *, source: str = "sdk", **producer_overrides):
+        cfg = settings.kafka
+        ensure_topics(cfg)
+        self._producer = open_kafka_producer(cfg, **producer_overrides)
+        self._topic = cfg.events_topic
+        self._dlq_topic = cfg.dlq_topic
+        self._max_bytes = settings.ingest.max_event_bytes
+        self._max_skew_s = settings.ingest.max_future_skew_seconds
+        self._source = source.encode("utf-8", "backslashreplace")
+        self.accepted = 0
+        self.rejected = 0
+        self.reasons: Counter = Counter()
+        self._failures: list[BaseException] = []
+        self._on_failure = self._failures.append  # bound once: it is attached to every record
+
+    def validate(self, raw: bytes | str | Mapping) -> Event:
+        """``parse_event`` with the configured limits (``ingest.*``); raises ``InvalidEvent``."""
+        return parse_event(raw, max_bytes=self._max_bytes, max_future_skew_s=self._max_skew_s)
+
+    def send(self, raw: bytes | str | Mapping, *, where: str | None = None) -> Outcome:
+        """Validate ``raw`` and publish it (or its rejection); ``where`` (e.g. "line 12") prefixes the DLQ detail."""
+        try:
+            event = self.validate(raw)
+        except InvalidEvent as e:
+            return self.reject(raw, e, where=where)
+        return self.publish(event)
+
+    def publish(self, event: Event) -> Outcome:
+        """Publish an already validated event, canonically, keyed by its user."""
+        if self._failures:
+            self._raise_failures()
+        future = self._producer.send(self._topic, event.to_json_bytes(), key=event.user_id.encode("utf-8"))
+        future.add_errback(self._on_failure)
+        self.accepted += 1
+        return Outcome(True, event, None, None, future)
+
+    def reject(self, raw: bytes | str | Mapping, error: InvalidEvent, *, where: str | None = None) -> Outcome:
+        """Send ``raw`` as it came to the DLQ, with why it was refused."""
+        if self._failures:
+            self._raise_failures()
+        detail = f"{where}: {error.detail}" if where else error.detail
+        try:
+            value = as_bytes(raw)
+        except InvalidEvent:
+            value = repr(raw).encode("utf-8", "backslashreplace")  # not representable as JSON: keep what Python saw
+        headers = [
+            ("reason", error.reason.encode("utf-8")),
+            ("detail", detail.encode("utf-8", "backslashreplace")),
+            ("source", self._source),
+        ]
+        if len(value) > DLQ_VALUE_LIMIT:
+            headers.append(("truncated_from", str(len(value)).encode("ascii")))
+            value = value[:DLQ_VALUE_LIMIT]
+        future = self._producer.send(self._dlq_topic, value, headers=headers)
+        future.add_errback(self._on_failure)
+        self.rejected += 1
+        self.reasons[error.reason] += 1
+        return Outcome(False, None, error.reason, detail, future)
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Wait until every record sent so far is acknowledged; raise ``DeliveryError`` if any failed."""
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except KafkaTimeoutError:
+            raise DeliveryError(f"records still unacknowledged after {timeout_s}s") from None
+        if self._failures:
+            self._raise_failures()
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._producer.close()
+
+    def __enter__(self) -> EventProducer:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._producer.close()  # still delivers what was sent; the original error is the one to report
+
+    def _raise_failures(self) -> None:
+        # Reported once: a long-running caller (the HTTP app) answers with the error and carries on.
+        count, first = len(self._failures), self._failures[0]
+        self._failures.clear()
+        raise DeliveryError(f"{count} record(s) were not delivered; first error: {first!r}")

@@ -1,0 +1,86 @@
+"""The SparkSession streamrec jobs run in, and the Kafka stream they read.
+
+pyspark is imported inside the functions so CLI modules can import this one cheaply.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+from streamrec.config import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+# The native Kafka source's columns; both sources yield exactly these.
+KAFKA_COLUMNS = ("key", "value", "topic", "partition", "offset", "timestamp", "timestampType")
+SOURCES = ("python", "kafka")
+
+
+def get_spark(settings: Settings, *, app_name: str = "streamrec", warehouse_dir: str | os.PathLike | None = None) -> SparkSession:
+    """A SparkSession configured from ``settings.spark``, with the Python Kafka source registered.
+
+    Returns the process's existing session if there is one (JVM-level settings such
+    as driver memory then stay as they were).
+    """
+    from pyspark.sql import SparkSession
+
+    from streams.kafka_source import KafkaDataSource
+
+    # Python workers must be this interpreter: the venv has kafka-python and streamrec.
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    warehouse = Path(warehouse_dir) if warehouse_dir else settings.data_path / "spark" / "warehouse"
+    spark = (
+        SparkSession.builder.master(settings.spark.master)
+        .appName(app_name)
+        .config("spark.sql.shuffle.partitions", str(settings.spark.shuffle_partitions))
+        .config("spark.sql.warehouse.dir", str(warehouse))
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        # local mode runs executors inside the driver JVM; 2 GiB suits small hosts.
+        .config("spark.driver.memory", "2g")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.session.timeZone", "UTC")
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("WARN")
+    spark.dataSource.register(KafkaDataSource)
+    return spark
+
+
+def kafka_stream(
+    spark: SparkSession,
+    settings: Settings,
+    topics: Sequence[str] | None = None,
+    starting_offsets: str | Mapping[str, Mapping[str, int]] = "earliest",
+) -> DataFrame:
+    """A streaming DataFrame of ``topics`` (default: the events topic) with ``KAFKA_COLUMNS``.
+
+    Uses the Python source, or Spark's native one when ``spark.source`` is ``"kafka"``
+    (needs spark-sql-kafka on the classpath). ``starting_offsets`` applies only to a
+    query without a checkpoint; the default reads the topics' whole history.
+    ``kafka.client_options`` are passed as ``kafka.<name with dots>``, which matches the
+    Java client's names for the common ones (``security_protocol``, ``sasl_mechanism``).
+    """
+    from streams.kafka_source import SOURCE_NAME
+
+    source = settings.spark.source
+    if source not in SOURCES:
+        raise ConfigError(f"spark.source must be one of {', '.join(SOURCES)}, got {source!r}")
+    topics = list(topics or [settings.kafka.events_topic])
+    starting = starting_offsets if isinstance(starting_offsets, str) else json.dumps(starting_offsets)
+    reader = (
+        spark.readStream.format(SOURCE_NAME if source == "python" else "kafka")
+        .option("kafka.bootstrap.servers", settings.kafka.bootstrap_servers)
+        .option("subscribe", ",".join(topics))
+        .option("startingOffsets", starting)
+    )
+    if settings.spark.max_events_per_trigger > 0:
+        reader = reader.option("maxOffsetsPerTrigger", settings.spark.max_events_per_trigger)
+    for name, value in settings.kafka.client_options.items():
+        reader = reader.option("kafka." + name.replace("_", "."), value)
+    return reader.load().select(*KAFKA_COLUMNS)

@@ -1,0 +1,64 @@
+"""The ops entry points, run as ops would: the CLI against a broker of its own."""
+import socket
+
+import pytest
+
+from infra import broker, process
+from streamrec.cli import main
+from streamrec.config import load_settings
+from streamrec.errors import UserError
+from tests.helpers import free_port
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("STREAMREC_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("STREAMREC_KAFKA__BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")
+    monkeypatch.setenv("STREAMREC_KAFKA__EVENTS_TOPIC", "ops-events")
+    monkeypatch.setenv("STREAMREC_KAFKA__DLQ_TOPIC", "ops-dlq")
+    settings = load_settings()
+    # only the broker: the other components have their own tests
+    monkeypatch.setattr("infra.stack.COMPONENTS", {"broker": (broker.is_embedded, broker.broker_service)})
+    yield settings
+    process.stop(broker.broker_service(settings))
+
+
+def test_up_status_down(env, capsys):
+    assert main(["infra", "up"]) == 0
+    pid = process.running_pid(broker.broker_service(env))
+    assert pid is not None
+    assert "topics: ops-events, ops-dlq" in capsys.readouterr().out
+
+    from streams.kafka_util import admin_client
+
+    admin = admin_client(env.kafka)
+    assert {"ops-events", "ops-dlq"} <= set(admin.list_topics())
+    admin.close()
+
+    assert main(["infra", "up"]) == 0  # idempotent: same broker, topics kept
+    assert process.running_pid(broker.broker_service(env)) == pid
+    assert "already present" in capsys.readouterr().out
+
+    assert main(["infra", "status"]) == 0
+    assert f"broker: running (pid {pid})" in capsys.readouterr().out
+
+    assert main(["infra", "down"]) == 0
+    assert process.running_pid(broker.broker_service(env)) is None
+    assert main(["infra", "status"]) == 1
+    assert "broker: stopped" in capsys.readouterr().out
+
+
+def test_port_taken_gives_clear_error(env):
+    host, port = env.kafka.bootstrap_servers.split(":")
+    with socket.socket() as s:
+        s.bind((host, int(port)))
+        s.listen()
+        svc = broker.broker_service(env)
+        svc.ready = lambda: False  # the squatter accepts connections; the broker itself must fail
+        with pytest.raises(UserError, match="broker exited with code"):
+            process.start(svc)
+
+
+def test_remote_cluster_is_not_started(tmp_path):
+    settings = load_settings(environ={"STREAMREC_KAFKA__BOOTSTRAP_SERVERS": "kafka-0.prod:9092,kafka-1.prod:9092"})
+    assert not broker.is_embedded(settings)

@@ -1,0 +1,90 @@
+"""The embedded LLM as the code uses it: llama-server started through infra.llm, on the real
+weights, spoken to with the openai client. Needs ``infra/install_llm.sh`` to have run."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from infra import llm, process
+from streamrec.config import Settings
+from tests.helpers import free_port
+
+_MISSING = llm.missing()
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(bool(_MISSING), reason=f"embedded LLM not installed ({'; '.join(_MISSING)}): {llm.INSTALL_HINT}"),
+]
+
+GENRES = ["Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary", "Drama",
+          "Horror", "Romance", "Sci-Fi", "Thriller", "War", "Western"]
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    from openai import OpenAI
+
+    settings = Settings(data_dir=str(tmp_path_factory.mktemp("llm")))
+    settings.llm.port = free_port()
+    assert llm.is_embedded(settings)
+    svc = llm.llm_service(settings)
+    process.start(svc)
+    try:
+        base_url, api_key, model = llm.resolve_endpoint(settings)
+        yield OpenAI(base_url=base_url, api_key=api_key, timeout=settings.llm.timeout_seconds, max_retries=0), model
+    finally:
+        process.stop(svc)
+
+
+def _json_chat(client, model: str, system: str, user: str, schema: dict) -> dict:
+    resp = client.chat.completions.create(
+        model=model,
+        temperature=0,
+        max_tokens=64,
+        messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
+        response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}},
+    )
+    return json.loads(resp.choices[0].message.content)
+
+
+def _id_list(allowed: list[str], max_items: int) -> dict:
+    return {"type": "array", "items": {"type": "string", "enum": allowed}, "minItems": 1, "maxItems": max_items}
+
+
+def test_models_lists_the_alias(client):
+    openai_client, model = client
+    assert model == llm.MODEL_ALIAS
+    assert model in [m.id for m in openai_client.models.list().data]
+
+
+def test_json_schema_restricts_ids_to_the_candidates(client):
+    openai_client, model = client
+    candidates = {"m1": "The Hangover (Comedy)", "m2": "Alien (Horror, Sci-Fi)", "m3": "Superbad (Comedy)",
+                  "m4": "Heat (Action, Crime)", "m5": "Toy Story (Animation, Children, Comedy)"}
+    schema = {"type": "object", "properties": {"item_ids": _id_list(list(candidates), 3)},
+              "required": ["item_ids"], "additionalProperties": False}
+    answer = _json_chat(
+        openai_client, model,
+        "Pick the candidate ids that best fit the viewer's request. Answer with JSON only.",
+        "Request: something funny\nCandidates:\n" + "\n".join(f"{k}: {v}" for k, v in candidates.items()),
+        schema,
+    )
+    assert set(answer) == {"item_ids"}
+    assert 1 <= len(answer["item_ids"]) <= 3
+    assert set(answer["item_ids"]) <= set(candidates)
+
+
+def test_intent_points_the_right_way(client):
+    openai_client, model = client
+    schema = {"type": "object",
+              "properties": {"boost_genres": _id_list(GENRES, 3), "avoid_genres": {**_id_list(GENRES, 3), "minItems": 0}},
+              "required": ["boost_genres", "avoid_genres"], "additionalProperties": False}
+    answer = _json_chat(
+        openai_client, model,
+        "You turn a movie viewer's request into a JSON intent. boost_genres: the genres the viewer asks for. "
+        "avoid_genres: genres the viewer says they do not want. Answer with JSON only.",
+        "something funny",
+        schema,
+    )
+    assert "Comedy" in answer["boost_genres"]
+    assert "Comedy" not in answer["avoid_genres"]
