@@ -1,52 +1,73 @@
 """Bring the embedded stack up, report on it, and take it down.
 
-Each component is a local daemon (``infra.process.Service``) that is started
-only when the settings point at a local address; remote services (a real
-Kafka cluster, say) are checked, never started.
+Each component is a local daemon (``infra.process.Service``). Services the
+settings point elsewhere (a real Kafka cluster, a hosted LLM) are reported as
+external and never started; the project's own jobs wait until their inputs exist.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
-from infra import broker, process, redis
+from infra import apps, broker, llm, process, redis
 from infra.process import Service
+from serving.model_server.server import model_server_service
 from streamrec.config import Settings
 from streams.kafka_util import ensure_topics
 
-# name -> (is it ours to run?, how to build it). Order = start order.
-COMPONENTS: dict[str, tuple[Callable[[Settings], bool], Callable[[Settings], Service]]] = {
-    "broker": (broker.is_embedded, broker.broker_service),
-    "redis": (redis.is_embedded, redis.redis_service),
-}
+
+def _always(settings: Settings) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    service: Callable[[Settings], Service]
+    runs_here: Callable[[Settings], bool] = _always  # False: an external service we only point at
+    missing: Callable[[Settings], str | None] = lambda settings: None  # an input it needs that is absent
+
+
+# Start order; stopped in reverse.
+COMPONENTS: tuple[Component, ...] = (
+    Component("broker", broker.broker_service, broker.is_embedded),
+    Component("redis", redis.redis_service, redis.is_embedded),
+    Component("llm", llm.llm_service, llm.is_embedded, missing=lambda s: "; ".join(llm.missing()) or None),
+    Component("model-server", model_server_service),
+    Component("stream", apps.stream_service, missing=apps.stream_missing),
+)
 
 
 def up(settings: Settings, only: list[str] | None = None, echo=print) -> None:
-    for name, (embedded, make) in COMPONENTS.items():
-        if only and name not in only:
+    for c in COMPONENTS:
+        if only and c.name not in only:
             continue
-        if embedded(settings):
-            svc = make(settings)
-            pid = process.start(svc)
-            echo(f"{name}: running (pid {pid}, log {svc.log_file})")
-        else:
-            echo(f"{name}: external, not started here")
-    if not only or "broker" in only:
-        created = ensure_topics(settings.kafka)
-        echo(f"topics: {', '.join(created) if created else 'already present'}")
+        if not c.runs_here(settings):
+            echo(f"{c.name}: external, not started here")
+            continue
+        if (why := c.missing(settings)) is not None:
+            echo(f"{c.name}: not started: {why}")
+            continue
+        svc = c.service(settings)
+        pid = process.start(svc)
+        echo(f"{c.name}: running (pid {pid}, log {svc.log_file})")
+        if c.name == "broker":
+            created = ensure_topics(settings.kafka)
+            echo(f"topics: {', '.join(created) if created else 'already present'}")
 
 
 def status(settings: Settings) -> dict[str, str]:
     report = {}
-    for name, (embedded, make) in COMPONENTS.items():
-        if not embedded(settings):
-            report[name] = "external"
+    for c in COMPONENTS:
+        if not c.runs_here(settings):
+            report[c.name] = "external"
             continue
-        pid = process.running_pid(make(settings))
-        report[name] = f"running (pid {pid})" if pid else "stopped"
+        pid = process.running_pid(c.service(settings))
+        report[c.name] = f"running (pid {pid})" if pid else "stopped"
     return report
 
 
 def down(settings: Settings, echo=print) -> None:
-    for name, (embedded, make) in reversed(list(COMPONENTS.items())):
-        if embedded(settings):
-            echo(f"{name}: {'stopped' if process.stop(make(settings)) else 'was not running'}")
+    for c in reversed(COMPONENTS):
+        if c.runs_here(settings):
+            echo(f"{c.name}: {'stopped' if process.stop(c.service(settings)) else 'was not running'}")

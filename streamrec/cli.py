@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 from streamrec.config import load_settings
@@ -34,14 +35,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum, frame):
+    # `infra down` sends SIGTERM: unwind like Ctrl-C so jobs stop cleanly (queries, producers).
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     # kafka-python logs every reconnect at WARNING/ERROR; keep the console for our own messages.
     logging.getLogger("kafka").setLevel(logging.DEBUG if args.verbose else logging.CRITICAL)
+    for chatty in ("feast", "py4j", "httpx"):
+        logging.getLogger(chatty).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         settings = load_settings(args.config)
         return int(args.func(args, settings) or 0)

@@ -32,6 +32,8 @@ class KafkaConfig:
     bootstrap_servers: str = "127.0.0.1:9092"
     events_topic: str = "streamrec.events"
     dlq_topic: str = "streamrec.events.dlq"
+    # The stream job publishes every updated user feature row here (the re-rank worker's input).
+    features_topic: str = "streamrec.features"
     partitions: int = 4
     replication_factor: int = 1
     # Tansu makes a group join wait about half the session timeout; 6 s keeps joins quick

@@ -33,7 +33,7 @@ def admin_client(cfg: KafkaConfig, timeout_s: float = 10.0) -> KafkaAdminClient:
 
 def ensure_topics(cfg: KafkaConfig, topics: list[str] | None = None) -> list[str]:
     """Create the pipeline's topics if missing; returns the names created."""
-    topics = topics or [cfg.events_topic, cfg.dlq_topic]
+    topics = topics or [cfg.events_topic, cfg.dlq_topic, cfg.features_topic]
     admin = admin_client(cfg)
     try:
         existing = set(admin.list_topics())

@@ -118,8 +118,8 @@ def _decode(data: bytes) -> Any:
         data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise InvalidEvent("not_utf8", f"invalid UTF-8 at byte {e.start}") from None
-    if message.startswith("Detected duplicate key"):
-        raise InvalidEvent("duplicate_field", message.replace("Detected duplicate key ", "", 1))
+    if message.startswith("Detected duplicate key"):  # jiter's wording; were it to change, still rejected as not_json
+        raise InvalidEvent("duplicate_field", message.removeprefix("Detected "))
     raise InvalidEvent("not_json", message)
 
 

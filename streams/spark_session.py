@@ -33,6 +33,8 @@ def get_spark(settings: Settings, *, app_name: str = "streamrec", warehouse_dir:
     # Python workers must be this interpreter: the venv has kafka-python and streamrec.
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    # local mode: bind to loopback instead of guessing an interface (and warning about it)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     warehouse = Path(warehouse_dir) if warehouse_dir else settings.data_path / "spark" / "warehouse"
     spark = (
         SparkSession.builder.master(settings.spark.master)

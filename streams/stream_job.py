@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -37,10 +38,15 @@ def duration_ms(text: str) -> int:
 class StreamPaths:
     checkpoint: Path
     stats: Path
+    heartbeat: Path  # exists while a query runs (ops' readiness probe)
 
     @classmethod
     def of(cls, settings: Settings) -> StreamPaths:
-        return cls(settings.data_path / "stream" / "checkpoint", settings.path("stream", "stats.jsonl"))
+        return cls(
+            settings.data_path / "stream" / "checkpoint",
+            settings.path("stream", "stats.jsonl"),
+            settings.path("stream", "running"),
+        )
 
 
 def default_catalog(settings: Settings) -> Path:
@@ -106,6 +112,7 @@ def run(settings: Settings, *, catalog: Path | None = None, available_now: bool 
     spark = get_spark(settings)
     query = start_query(spark, settings, sink, catalog=catalog or default_catalog(settings), available_now=available_now)
     echo(f"stream: query {query.id} running; checkpoint {paths.checkpoint}; stats {paths.stats}")
+    paths.heartbeat.write_text(f"{os.getpid()} {query.id}")
     try:
         while query.isActive:
             query.awaitTermination(10)
@@ -118,14 +125,13 @@ def run(settings: Settings, *, catalog: Path | None = None, available_now: bool 
     except KeyboardInterrupt:
         query.stop()
     finally:
+        paths.heartbeat.unlink(missing_ok=True)
         sink.close()
     return summarize_stats(paths.stats)
 
 
-def summarize_stats(path: Path, last: int | None = None) -> dict:
-    """Totals and freshness over the recorded batches (the last record of a replayed batch id wins)."""
-    import numpy as np
-
+def _read_stats(path: Path) -> tuple[dict[int, dict], int | None]:
+    """Batch records by id (the last record of a recomputed batch wins) and the latest lag."""
     if not path.is_file():
         raise UserError(f"no stream stats at {path}: the stream job has not run with this data dir")
     batches: dict[int, dict] = {}
@@ -136,17 +142,31 @@ def summarize_stats(path: Path, last: int | None = None) -> dict:
             batches[rec["batch_id"]] = rec
         else:
             lag = rec["lag"]
-    chosen = [batches[k] for k in sorted(batches)][-last if last else None:] if batches else []
+    return batches, lag
+
+
+def batch_ids(path: Path) -> list[int]:
+    return sorted(_read_stats(path)[0]) if path.is_file() else []
+
+
+def summarize_stats(path: Path, last: int | None = None, first_batch: int = 0) -> dict:
+    """Totals and freshness over the recorded batches (from ``first_batch``, or the ``last`` N)."""
+    import numpy as np
+
+    batches, lag = _read_stats(path)
+    chosen = [batches[k] for k in sorted(batches) if k >= first_batch]
+    if last:
+        chosen = chosen[-last:]
 
     def agg(key: str) -> dict:
         per_batch = [b[key] for b in chosen if b[key]]
         if not per_batch:
             return {}
-        # batch percentiles, combined conservatively: the median of p50s, the max of p95s/p99s
+        # Per-batch percentiles combined conservatively: the median of p50s, the worst p95 and p99.
         return {
-            "p50": float(np.median([p["p50"] for p in per_batch])),
-            "p95": float(max(p["p95"] for p in per_batch)),
-            "p99": float(max(p["p99"] for p in per_batch)),
+            "p50": round(float(np.median([p["p50"] for p in per_batch])), 1),
+            "p95": round(float(max(p["p95"] for p in per_batch)), 1),
+            "p99": round(float(max(p["p99"] for p in per_batch)), 1),
         }
 
     totals = {k: sum(b[k] for b in chosen) for k in ("users", "written", "dlq", "invalid", "late", "duplicates")}

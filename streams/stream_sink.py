@@ -3,8 +3,10 @@
 Exactly once for features: Spark recomputes an unfinished batch from its
 checkpointed state with the same batch id, the online write is an upsert of
 the same latest state, and the offline file is named by batch id and replaced.
-The DLQ is at least once: a recomputed batch may resend its dead letters, each
-carrying its ``source`` (topic/partition/offset) so readers can tell.
+The DLQ and the features topic (each updated user row, for the re-rank worker)
+are at least once: a recomputed batch may resend; dead letters carry their
+``source`` (topic/partition/offset) so readers can tell, and a feature row
+sent twice is the same row.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import pandas as pd
 
 from features.store import FeatureStoreClient
 from streamrec.config import Settings
-from streams.producer import EventProducer
+from streams.producer import EventProducer, open_kafka_producer
 from streams.schema import InvalidEvent
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ class FeastSink:
         self.stats_path = stats_path
         self.echo = echo
         self._dlq: EventProducer | None = None
+        self._features = open_kafka_producer(settings.kafka)
 
     def _dead_letter(self, rows: pd.DataFrame) -> None:
         if self._dlq is None:
@@ -55,6 +58,12 @@ class FeastSink:
             self._dlq.reject(bytes(value), InvalidEvent(reason, detail), where=source)
         self._dlq.flush()
 
+    def _publish_features(self, rows: pd.DataFrame) -> None:
+        topic = self.settings.kafka.features_topic
+        for user_id, payload in zip(rows["user_id"], rows["payload"]):
+            self._features.send(topic, payload.encode("utf-8"), key=user_id.encode("utf-8"))
+        self._features.flush()
+
     def __call__(self, batch, batch_id: int) -> None:
         started = time.time()
         frame = batch.toPandas()
@@ -62,9 +71,11 @@ class FeastSink:
         features = frame[kinds == "features"]
         dead = frame[kinds == "dlq"]
         written = self.store.write_session_features(feature_frame(features["payload"]), batch_id) if len(features) else 0
+        visible_ms = time.time() * 1000.0
+        if len(features):
+            self._publish_features(features)
         if len(dead):
             self._dead_letter(dead)
-        visible_ms = time.time() * 1000.0
         stats = {
             "batch_id": batch_id,
             "at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
@@ -90,5 +101,6 @@ class FeastSink:
         )
 
     def close(self) -> None:
+        self._features.close()
         if self._dlq is not None:
             self._dlq.close()

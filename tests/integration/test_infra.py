@@ -3,7 +3,7 @@ import socket
 
 import pytest
 
-from infra import broker, process
+from infra import broker, process, stack
 from streamrec.cli import main
 from streamrec.config import load_settings
 from streamrec.errors import UserError
@@ -16,9 +16,10 @@ def env(tmp_path, monkeypatch):
     monkeypatch.setenv("STREAMREC_KAFKA__BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")
     monkeypatch.setenv("STREAMREC_KAFKA__EVENTS_TOPIC", "ops-events")
     monkeypatch.setenv("STREAMREC_KAFKA__DLQ_TOPIC", "ops-dlq")
+    monkeypatch.setenv("STREAMREC_KAFKA__FEATURES_TOPIC", "ops-features")
     settings = load_settings()
     # only the broker: the other components have their own tests
-    monkeypatch.setattr("infra.stack.COMPONENTS", {"broker": (broker.is_embedded, broker.broker_service)})
+    monkeypatch.setattr("infra.stack.COMPONENTS", (stack.Component("broker", broker.broker_service, broker.is_embedded),))
     yield settings
     process.stop(broker.broker_service(settings))
 
@@ -27,12 +28,12 @@ def test_up_status_down(env, capsys):
     assert main(["infra", "up"]) == 0
     pid = process.running_pid(broker.broker_service(env))
     assert pid is not None
-    assert "topics: ops-events, ops-dlq" in capsys.readouterr().out
+    assert "topics: ops-events, ops-dlq, ops-features" in capsys.readouterr().out
 
     from streams.kafka_util import admin_client
 
     admin = admin_client(env.kafka)
-    assert {"ops-events", "ops-dlq"} <= set(admin.list_topics())
+    assert {"ops-events", "ops-dlq", "ops-features"} <= set(admin.list_topics())
     admin.close()
 
     assert main(["infra", "up"]) == 0  # idempotent: same broker, topics kept

@@ -79,7 +79,10 @@ def test_stream_equals_batch_with_duplicates_bad_and_late_events(spark, kafka_se
     # The second copy: a duplicate while inside the user's watermark, late once behind it. None is folded twice.
     assert summary["duplicates"] + summary["late"] == n + 1
     assert summary["late"] >= 1
-    assert_online_equals(settings, expected_features(world, settings))
+    expected = expected_features(world, settings)
+    assert_online_equals(settings, expected)
+    published = {rec.key.decode() for rec in read_topic(settings.kafka, settings.kafka.features_topic)}
+    assert published == set(expected["user_id"])  # the re-rank worker hears of every updated user
 
     dlq = Counter(dict(rec.headers)["reason"].decode() for rec in read_topic(settings.kafka, settings.kafka.dlq_topic))
     assert dlq["late_event"] == summary["late"]

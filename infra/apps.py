@@ -1,0 +1,48 @@
+"""The project's own long-running jobs as stack components: the stream job and the recommend API.
+
+Unlike the broker or Redis they need inputs first (a catalog, a model), so
+``missing(settings)`` says what is absent and ``infra up`` skips them until then.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from infra import process
+from infra.process import Service
+from streamrec.config import Settings
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "streamrec.cli", *args]
+
+
+def stream_missing(settings: Settings) -> str | None:
+    from streams.stream_job import default_catalog
+
+    catalog = default_catalog(settings)
+    return None if catalog.is_file() else f"no item catalog at {catalog} yet (streamrec generate)"
+
+
+def _heartbeat_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def stream_service(settings: Settings) -> Service:
+    from streams.stream_job import StreamPaths
+
+    heartbeat = StreamPaths.of(settings).heartbeat
+    svc = Service(
+        name="stream",
+        argv=_cli("stream"),
+        ready=lambda: False,
+        data_dir=settings.data_path,
+        env={"STREAMREC_DATA_DIR": str(settings.data_path)},
+        start_timeout_s=300.0,  # a cold Spark start on 2 busy cores
+    )
+    # Ready once *this* process has started its query (a stale file from a killed run names another pid).
+    svc.ready = lambda: _heartbeat_pid(heartbeat) == process.running_pid(svc)
+    return svc

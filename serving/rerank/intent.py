@@ -1,0 +1,119 @@
+"""Intent mode: the LLM's small structured intent re-scores the candidates deterministically (pure).
+
+A small local model is good enough at "what does this viewer want right now" but poor at
+ranking twenty titles, so it only names genres, a mood and a length; the blend below does the
+ranking. final = W&D score (min-max over the candidates) + genre match + length match, and
+items of an excluded genre go below all others.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+from serving.rerank.context import Candidate, LiveContext
+
+MOODS: tuple[str, ...] = (
+    "any", "light", "funny", "exciting", "intense", "dark", "romantic", "thoughtful", "family", "scary",
+)
+LENGTHS: tuple[str, ...] = ("any", "short", "medium", "long")
+
+# Genres a mood implies; genre weights the LLM gives explicitly take precedence.
+MOOD_GENRES: dict[str, dict[str, float]] = {
+    "any": {},
+    "light": {"Comedy": 0.5, "Animation": 0.5, "Musical": 0.5, "Romance": 0.5},
+    "funny": {"Comedy": 1.0, "Animation": 0.5},
+    "exciting": {"Action": 0.5, "Adventure": 0.5, "Sci-Fi": 0.5},
+    "intense": {"Thriller": 0.5, "Crime": 0.5, "War": 0.5, "Action": 0.5},
+    "dark": {"Film-Noir": 0.5, "Crime": 0.5, "Thriller": 0.5, "Horror": 0.5},
+    "romantic": {"Romance": 1.0},
+    "thoughtful": {"Drama": 0.5, "Documentary": 0.5, "Mystery": 0.5},
+    "family": {"Children's": 1.0, "Animation": 0.5, "Adventure": 0.5},
+    "scary": {"Horror": 1.0, "Thriller": 0.5},
+}
+MOOD_WORDS = {"family": "family-friendly", "intense": "gripping"}
+
+# Blend weights on the W&D score (0..1 after min-max): a fully wanted genre (weight 1) lifts an
+# item above every item without one, as the viewer asked; a "somewhat" (0.5) is worth 60% of the
+# W&D range, so the W&D order still decides among close calls; length fit adds up to 0.2.
+GENRE_WEIGHT = 1.2
+LENGTH_WEIGHT = 0.2
+# Running-time scale, as the synthetic world's (streams.world.ModelParams): centre and spread in minutes.
+DURATION_MEAN = 110.0
+DURATION_SCALE = 25.0
+
+DAYPART_WORDS = {"late_night": "late night", "morning": "the morning", "afternoon": "the afternoon",
+                 "evening": "the evening"}
+DEVICE_WORDS = {"phone": "on your phone", "tablet": "on your tablet", "tv": "on the TV", "desktop": "at your desk"}
+
+
+@dataclass(frozen=True)
+class Intent:
+    genre_weights: Mapping[str, float] = field(default_factory=dict)  # genre -> -1..1
+    mood: str = "any"
+    preferred_length: str = "any"
+    exclude_genres: frozenset[str] = frozenset()
+    reason: str = ""
+
+    def weights(self) -> dict[str, float]:
+        """Mood genres overlaid with the explicit weights."""
+        return {**MOOD_GENRES.get(self.mood, {}), **self.genre_weights}
+
+    def is_empty(self) -> bool:
+        """True when it would leave the W&D order as it is."""
+        return not self.weights() and not self.exclude_genres and self.preferred_length == "any"
+
+
+@dataclass(frozen=True)
+class Scored:
+    candidate: Candidate
+    score: float
+    reason: str
+
+
+def genre_match(weights: Mapping[str, float], genres: Sequence[str]) -> float:
+    """Best wanted genre plus worst unwanted one, in -1..1; a multi-genre item is not diluted."""
+    values = [weights[g] for g in genres if g in weights]
+    return max([v for v in values if v > 0], default=0.0) + min([v for v in values if v < 0], default=0.0)
+
+
+def length_match(preferred: str, minutes: float | None) -> float:
+    """-1..1: how well a running time fits the preferred length; 0 when either is unknown."""
+    if minutes is None or not minutes > 0 or preferred == "any":
+        return 0.0
+    z = (minutes - DURATION_MEAN) / DURATION_SCALE
+    fit = {"short": -z, "long": z, "medium": 1.0 - abs(z)}[preferred]
+    return min(max(fit, -1.0), 1.0)
+
+
+def rescore(intent: Intent, candidates: Sequence[Candidate], ctx: LiveContext) -> list[Scored]:
+    """The candidates in their new order, best first; ties keep the W&D order."""
+    weights = intent.weights()
+    wd = [c.wd_score for c in candidates]
+    lo, hi = min(wd, default=0.0), max(wd, default=0.0)
+    scored = []
+    for pos, c in enumerate(candidates):
+        base = (c.wd_score - lo) / (hi - lo) if hi > lo else 0.5
+        score = base + GENRE_WEIGHT * genre_match(weights, c.genres) + LENGTH_WEIGHT * length_match(
+            intent.preferred_length, c.duration_minutes)
+        excluded = any(g in intent.exclude_genres for g in c.genres)
+        scored.append((excluded, -score, pos, Scored(c, round(score, 6), item_reason(intent, weights, c, ctx))))
+    return [s for *_, s in sorted(scored, key=lambda t: t[:3])]
+
+
+def item_reason(intent: Intent, weights: Mapping[str, float], c: Candidate, ctx: LiveContext) -> str:
+    """A short line for the viewer built from fixed words, genre names and the context only."""
+    avoided = [g for g in c.genres if g in intent.exclude_genres]
+    if avoided:
+        return f"Lower for now: avoiding {avoided[0].lower()}"
+    wanted = sorted((g for g in c.genres if weights.get(g, 0.0) > 0), key=lambda g: -weights[g])
+    if not wanted:
+        return "A strong match for your viewing history"
+    mood = intent.mood if wanted[0] in MOOD_GENRES.get(intent.mood, {}) else ""
+    words = [MOOD_WORDS.get(mood, mood), wanted[0].lower()]
+    if length_match(intent.preferred_length, c.duration_minutes) > 0 and intent.preferred_length != "medium":
+        words.append(f"({c.duration_minutes:.0f} min)")
+    if ctx.daypart in DAYPART_WORDS:
+        words.append(f"for {DAYPART_WORDS[ctx.daypart]}")
+    words.append(DEVICE_WORDS.get(ctx.device or "", ""))
+    text = " ".join(w for w in words if w)
+    return text[0].upper() + text[1:]

@@ -1,0 +1,261 @@
+"""The LLM re-ranker: budget, background completion, cache and fallback around one LLM call.
+
+``rerank`` answers within ``llm.budget_ms``. A cached answer for the same user, context
+signature, request (and, listwise, candidate set) is used at once (``cached``). Otherwise the
+LLM call runs on a small pool; if it has not answered in time the W&D order goes back now
+(``timeout``) and the call keeps running to fill the cache for the next request. At most one
+call per cache key is in flight, and at most ``max_pending`` in all (beyond: ``overloaded``).
+Every failure (endpoint down, HTTP error, timeout, invalid JSON, refusal, empty answer)
+degrades to the W&D order with its status; ``validate.complete_order`` makes sure only
+candidates come back, whatever the LLM said.
+
+Cached is the LLM's checked answer (an intent, or a listwise ranking), not the final list: an
+intent is re-applied to the current candidates and context on every hit.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+from serving.rerank.cache import TTLCache
+from serving.rerank.context import Candidate, LiveContext, candidate_set_hash, context_signature
+from serving.rerank.intent import Intent, rescore
+from serving.rerank.llm_client import Completion, LLMClient, LLMError
+from serving.rerank.prompt import intent_messages, listwise_messages, request_text
+from serving.rerank.schema import MAX_RANKED, intent_format, listwise_format
+from serving.rerank.validate import InvalidOutput, complete_order, parse_intent, parse_ranking
+from streamrec.config import ConfigError, Settings
+
+log = logging.getLogger(__name__)
+
+MODES = ("intent", "listwise")
+STATUSES = ("applied", "cached", "timeout", "error", "invalid_output", "refusal", "empty", "overloaded", "disabled")
+APPLIED = ("applied", "cached")
+LATENCY_BUCKETS_MS = (100, 250, 500, 1000, 2500, 5000, 10000, 30000)
+# Output token caps: an intent is ~100 tokens; a listwise entry (id, reason) up to ~45.
+INTENT_MAX_TOKENS = 200
+LISTWISE_TOKENS_PER_ITEM = 48
+
+Proposal = Union[Intent, tuple[tuple[str, str], ...]]
+
+
+@dataclass(frozen=True)
+class RankedItem:
+    item_id: str
+    rank: int  # 1-based
+    score: float  # what the order was sorted by: W&D score (fallback), blended score (intent), 1 - (rank-1)/n (listwise)
+    reason: str  # for the viewer; "" when there is none
+
+
+@dataclass(frozen=True)
+class RerankResult:
+    items: tuple[RankedItem, ...]
+    applied: bool  # True for "applied" and "cached"; else the W&D order
+    status: str  # one of STATUSES
+    latency_ms: float
+    model: str
+    mode: str
+    intent: Intent | None = None  # intent mode, when applied
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    status: str  # "applied" or a failure status
+    proposal: Proposal | None = None
+
+
+class RerankStats:
+    """In-process counters for the API's metrics endpoint; ``snapshot`` reads them consistently."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._results: Counter[str] = Counter()  # by status
+        self._calls: Counter[str] = Counter()  # LLM calls by outcome: ok or a failure status
+        self._latency_counts = [0] * (len(LATENCY_BUCKETS_MS) + 1)  # last: above every bucket
+        self._latency_sum_ms = 0.0
+        self._tokens = Counter()
+
+    def record_result(self, status: str) -> None:
+        with self._lock:
+            self._results[status] += 1
+
+    def record_call(self, outcome: str, completion: Completion | None) -> None:
+        with self._lock:
+            self._calls[outcome] += 1
+            if completion is not None:
+                bucket = next((i for i, le in enumerate(LATENCY_BUCKETS_MS) if completion.latency_ms <= le),
+                              len(LATENCY_BUCKETS_MS))
+                self._latency_counts[bucket] += 1
+                self._latency_sum_ms += completion.latency_ms
+                self._tokens["prompt"] += completion.prompt_tokens
+                self._tokens["completion"] += completion.completion_tokens
+
+    def snapshot(self) -> dict:
+        """``applied``/``fallbacks``: results by status; ``calls``: LLM calls by outcome;
+        ``llm_latency_ms``: Prometheus-style cumulative histogram of answered calls."""
+        with self._lock:
+            cumulative, total = [], 0
+            for count in self._latency_counts:
+                total += count
+                cumulative.append(total)
+            return {
+                "applied": {s: self._results[s] for s in APPLIED},
+                "fallbacks": {s: self._results[s] for s in STATUSES if s not in APPLIED},
+                "calls": dict(self._calls),
+                "llm_latency_ms": {"le": list(LATENCY_BUCKETS_MS) + [float("inf")], "counts": cumulative,
+                                   "sum": self._latency_sum_ms, "count": total},
+                "tokens": dict(self._tokens),
+            }
+
+
+class Reranker:
+    def __init__(self, settings: Settings, *, workers: int = 2, max_pending: int = 8,
+                 cache_entries: int = 10_000, cache_ttl_s: float = 900.0):
+        llm = settings.llm
+        if llm.mode not in MODES:
+            raise ConfigError(f"llm.mode must be one of {', '.join(MODES)}, got {llm.mode!r}")
+        self.mode = llm.mode
+        self.enabled = llm.enabled
+        self.budget_s = llm.budget_ms / 1000.0
+        self.max_pending = max_pending
+        self._client = LLMClient.from_settings(settings) if self.enabled else None
+        self.model = self._client.model if self._client else ""
+        self.stats = RerankStats()
+        self._cache: TTLCache[Proposal] = TTLCache(cache_entries, cache_ttl_s)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rerank")
+        self._in_flight: dict[tuple, Future] = {}
+        self._lock = threading.Lock()
+
+    def rerank(self, user_id: str, candidates: Sequence[Candidate], context: LiveContext,
+               q: str | None = None) -> RerankResult:
+        """The candidates (W&D order, best first) re-ranked within the budget, or as they are."""
+        start = time.monotonic()
+        candidates = list(candidates)
+        if not self.enabled or not candidates:
+            return self._fallback(candidates, "disabled" if not self.enabled else "empty", start)
+        key = self._key(user_id, candidates, context, q)
+        proposal = self._cache.get(key)
+        if proposal is not None:
+            return self._applied(proposal, candidates, context, "cached", start)
+        future = self._submit(key, candidates, context, q)
+        if future is None:
+            return self._fallback(candidates, "overloaded", start)
+        try:
+            outcome = future.result(timeout=max(self.budget_s - (time.monotonic() - start), 0.0))
+        except TimeoutError:  # the call goes on in the background and fills the cache
+            return self._fallback(candidates, "timeout", start)
+        return self._from_outcome(outcome, candidates, context, start)
+
+    def refresh(self, user_id: str, candidates: Sequence[Candidate], context: LiveContext,
+                q: str | None = None) -> RerankResult:
+        """Call the LLM now, ignoring the cache and the budget, and cache the answer (for the refresh worker)."""
+        start = time.monotonic()
+        candidates = list(candidates)
+        if not self.enabled or not candidates:
+            return self._fallback(candidates, "disabled" if not self.enabled else "empty", start)
+        future = self._submit(self._key(user_id, candidates, context, q), candidates, context, q)
+        if future is None:
+            return self._fallback(candidates, "overloaded", start)
+        return self._from_outcome(future.result(), candidates, context, start)
+
+    def close(self) -> None:
+        """Drop queued calls and wait for running ones (bounded by ``llm.timeout_seconds``)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._client is not None:
+            self._client.close()
+
+    def __enter__(self) -> Reranker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _key(self, user_id: str, candidates: Sequence[Candidate], context: LiveContext, q: str | None) -> tuple:
+        # An intent does not depend on the candidates, so it is reused across candidate sets.
+        items = candidate_set_hash(candidates) if self.mode == "listwise" else ""
+        return user_id, context_signature(context), (request_text(q) or "").casefold(), items
+
+    def _submit(self, key: tuple, candidates: list[Candidate], context: LiveContext, q: str | None) -> Future | None:
+        """The in-flight call for ``key``, started if there is none; None when too many are pending."""
+        with self._lock:
+            future = self._in_flight.get(key)
+            if future is None:
+                if len(self._in_flight) >= self.max_pending:
+                    return None
+                # The worker removes the key under the same lock, so it cannot do so before this insert.
+                future = self._pool.submit(self._call, key, candidates, context, q)
+                self._in_flight[key] = future
+            return future
+
+    def _call(self, key: tuple, candidates: list[Candidate], context: LiveContext, q: str | None) -> _Outcome:
+        try:
+            return self._ask(key, candidates, context, q)
+        except Exception:  # a bug here must still end in the W&D order, not a failed request
+            log.exception("re-rank call failed unexpectedly")
+            self.stats.record_call("error", None)
+            return _Outcome("error")
+        finally:
+            with self._lock:
+                self._in_flight.pop(key, None)
+
+    def _ask(self, key: tuple, candidates: list[Candidate], context: LiveContext, q: str | None) -> _Outcome:
+        if self.mode == "intent":
+            messages, fmt, max_tokens = intent_messages(context, q), intent_format(), INTENT_MAX_TOKENS
+        else:
+            messages = listwise_messages(candidates, context, q)
+            fmt = listwise_format([c.item_id for c in candidates])
+            max_tokens = LISTWISE_TOKENS_PER_ITEM * min(len(candidates), MAX_RANKED) + 32
+        try:
+            completion = self._client.complete(messages, fmt, max_tokens)
+        except LLMError as e:
+            log.warning("re-rank LLM call failed: %s", e)
+            self.stats.record_call(e.kind, None)
+            return _Outcome(e.kind)
+        try:
+            if self.mode == "intent":
+                proposal: Proposal = parse_intent(completion.text, completion.refusal)
+            else:
+                proposal = tuple(parse_ranking(completion.text, candidates, completion.refusal))
+        except InvalidOutput as e:
+            log.warning("re-rank LLM answer unusable (finish_reason %s): %s", completion.finish_reason, e)
+            self.stats.record_call(e.reason, completion)
+            return _Outcome(e.reason)
+        self.stats.record_call("ok", completion)
+        self._cache.put(key, proposal)
+        return _Outcome("applied", proposal)
+
+    def _from_outcome(self, outcome: _Outcome, candidates: list[Candidate], context: LiveContext,
+                      start: float) -> RerankResult:
+        if outcome.proposal is None:
+            return self._fallback(candidates, outcome.status, start)
+        return self._applied(outcome.proposal, candidates, context, "applied", start)
+
+    def _applied(self, proposal: Proposal, candidates: list[Candidate], context: LiveContext, status: str,
+                 start: float) -> RerankResult:
+        if isinstance(proposal, Intent):
+            scored = rescore(proposal, candidates, context)
+            scores = {s.candidate.item_id: s.score for s in scored}
+            order = complete_order(((s.candidate.item_id, s.reason) for s in scored), candidates)
+            items = [RankedItem(c.item_id, i + 1, scores[c.item_id], reason) for i, (c, reason) in enumerate(order)]
+            return self._finish(items, status, start, proposal)
+        order = complete_order(proposal, candidates)
+        n = len(order)
+        items = [RankedItem(c.item_id, i + 1, round(1.0 - i / n, 6), reason) for i, (c, reason) in enumerate(order)]
+        return self._finish(items, status, start)
+
+    def _fallback(self, candidates: list[Candidate], status: str, start: float) -> RerankResult:
+        order = complete_order((), candidates)
+        return self._finish([RankedItem(c.item_id, i + 1, c.wd_score, "") for i, (c, _) in enumerate(order)],
+                            status, start)
+
+    def _finish(self, items: list[RankedItem], status: str, start: float, intent: Intent | None = None) -> RerankResult:
+        self.stats.record_result(status)
+        return RerankResult(
+            items=tuple(items), applied=status in APPLIED, status=status,
+            latency_ms=(time.monotonic() - start) * 1000.0, model=self.model, mode=self.mode, intent=intent,
+        )
