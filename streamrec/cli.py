@@ -11,6 +11,7 @@ import importlib
 import logging
 import signal
 import sys
+import warnings
 
 from streamrec.config import load_settings
 from streamrec.errors import UserError
@@ -23,6 +24,10 @@ COMMAND_MODULES = (
     "streamrec.bench",
     "streamrec.demo",
 )
+
+
+# Third-party import-time deprecation notices (kafka-python, feast) say nothing to a user.
+warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 def build_parser() -> argparse.ArgumentParser:

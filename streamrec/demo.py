@@ -11,15 +11,25 @@ from collections import Counter
 from pathlib import Path
 
 from streamrec.config import Settings
+from streamrec.errors import UserError
+
+SHOW_USERS = 3
 
 
-def _step(title: str) -> float:
-    print(f"\n== {title}", flush=True)
-    return time.monotonic()
+class Steps:
+    def __init__(self, total: int):
+        self.total, self.n, self.t0 = total, 0, None
 
+    def __call__(self, title: str) -> None:
+        self.done()
+        self.n += 1
+        self.t0 = time.monotonic()
+        print(f"\n== {self.n}/{self.total} {title}", flush=True)
 
-def _done(t0: float) -> None:
-    print(f"   ({time.monotonic() - t0:.1f}s)", flush=True)
+    def done(self) -> None:
+        if self.t0 is not None:
+            print(f"   ({time.monotonic() - self.t0:.1f}s)", flush=True)
+            self.t0 = None
 
 
 def consume_summary(settings: Settings) -> dict:
@@ -28,51 +38,99 @@ def consume_summary(settings: Settings) -> dict:
 
     types: Counter = Counter()
     partitions: Counter = Counter()
-    users_per_partition: dict[int, set] = {}
+    partition_of: dict[bytes, set] = {}
     for rec in read_topic(settings.kafka, settings.kafka.events_topic):
-        event = json.loads(rec.value)
-        types[event["event_type"]] += 1
+        types[json.loads(rec.value)["event_type"]] += 1
         partitions[rec.partition] += 1
-        users_per_partition.setdefault(rec.partition, set()).add(rec.key)
+        partition_of.setdefault(rec.key, set()).add(rec.partition)
     dlq = sum(1 for _ in read_topic(settings.kafka, settings.kafka.dlq_topic))
-    users = set().union(*users_per_partition.values()) if users_per_partition else set()
-    # keyed by user: a user's events must all sit in one partition
-    split_users = sum(1 for u in users if sum(u in s for s in users_per_partition.values()) > 1)
     return {
         "events": sum(types.values()),
         "by_type": dict(types),
         "by_partition": dict(sorted(partitions.items())),
-        "users": len(users),
-        "users_split_across_partitions": split_users,
+        "users": len(partition_of),
+        "users_split_across_partitions": sum(len(p) > 1 for p in partition_of.values()),  # keyed by user: must be 0
         "dlq": dlq,
     }
 
 
+def latest_event_per_user(events_path: Path) -> dict[str, int]:
+    latest: dict[str, int] = {}
+    with events_path.open() as f:
+        for line in f:
+            e = json.loads(line)
+            latest[e["user_id"]] = max(latest.get(e["user_id"], 0), e["ts"])
+    return latest
+
+
+def wait_until_online(settings: Settings, expected: dict[str, int], timeout_s: float = 900.0) -> float:
+    """Poll the online store until every user's features include their latest event; returns seconds waited."""
+    from features.store import FeatureStoreClient
+
+    store, users, t0 = FeatureStoreClient(settings), sorted(expected), time.monotonic()
+    while True:
+        rows = store.online_features(users)
+        behind = [u for u, r in zip(users, rows) if (r.get("last_event_ts_ms") or 0) < expected[u]]
+        if not behind:
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > timeout_s:
+            raise UserError(f"stream job still behind for {len(behind)} users after {timeout_s:.0f}s; see {settings.data_path / 'log' / 'stream.log'}")
+        print(f"   waiting for the stream job: {len(users) - len(behind)}/{len(users)} users up to date", flush=True)
+        time.sleep(5)
+
+
+def describe_live(row: dict) -> str:
+    from features.context import GENRE_SLUGS
+
+    affinities = sorted(((row.get(f"aff_{g}") or 0.0, g) for g in GENRE_SLUGS), reverse=True)
+    top = ", ".join(f"{g} {v:.2f}" for v, g in affinities[:3] if v > 0) or "none"
+    return (
+        f"{row['user_id']}: top decayed genres [{top}]; session {row['session_events']} events / "
+        f"{row['session_length_s']:.0f}s on {row['last_device']} ({row['daypart']}); last items {row['last_items'][:3]}"
+    )
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    import pandas as pd
+
+    from features.store import FeatureStoreClient, event_times
     from infra import stack
     from streams.generator import generate_world
     from streams.replay import replay
+    from streams.stream_job import StreamPaths, summarize_stats
 
-    world_dir = Path(args.world_dir) if args.world_dir else settings.data_path / "world"
+    world = settings.data_path / "world"
+    step = Steps(total=6)
 
-    t0 = _step("1/4 infra up: embedded broker, topics")
-    stack.up(settings)
-    _done(t0)
+    step("infra up: embedded broker, LLM server, model server")
+    stack.up(settings, only=["broker", "redis", "llm", "model-server"])
 
-    t0 = _step(f"2/4 generate a synthetic world ({args.users} users, {args.items} items, {args.days} days, seed {args.seed})")
-    summary = generate_world(world_dir, users=args.users, items=args.items, days=args.days, seed=args.seed)
-    print("   " + json.dumps(summary, default=str))
-    _done(t0)
+    step(f"generate a synthetic world ({args.users} users, {args.items} items, {args.days} days, seed {args.seed})")
+    summary = generate_world(world, users=args.users, items=args.items, days=args.days, seed=args.seed)
+    print("   " + json.dumps({k: v for k, v in summary.items() if k != "paths"}, default=str))
 
-    t0 = _step("3/4 replay the event log into Kafka")
-    stats = replay(settings, world_dir / "events.jsonl")
-    print(f"   {stats}")
-    _done(t0)
+    step("Feast: register the feature repo, load the catalog and user profiles")
+    store = FeatureStoreClient(settings)
+    store.apply()
+    events = pd.read_json(world / "events.jsonl", lines=True, dtype=False, convert_dates=False)
+    print(f"   items: {store.load_catalog(world / 'items.jsonl')}; "
+          f"profiles: {store.build_profiles(events, cut=event_times(events['ts']).max())}")
 
-    t0 = _step("4/4 consume the topics back")
+    step("replay the event log into Kafka, read it back")
+    print(f"   {replay(settings, world / 'events.jsonl').summary()}")
     print("   " + json.dumps(consume_summary(settings)))
-    _done(t0)
-    print("\ndemo done. Stop the stack with: streamrec infra down")
+
+    step("stream job (Spark Structured Streaming) -> live features in Feast")
+    stack.up(settings, only=["stream"])
+    waited = wait_until_online(settings, latest_event_per_user(world / "events.jsonl"))
+    print(f"   all users' online features current after {waited:.0f}s more")
+    print("   " + json.dumps(summarize_stats(StreamPaths.of(settings).stats)))
+    sample = sorted(latest_event_per_user(world / "events.jsonl"))[:SHOW_USERS]
+    for row in store.online_features(sample):
+        print("   " + describe_live(row))
+
+    step.done()
+    print("\ndemo done; the stack keeps running: streamrec infra status | streamrec infra down")
     return 0
 
 
@@ -82,5 +140,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--items", type=int, default=500)
     p.add_argument("--days", type=float, default=7.0)
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--world-dir", help="where the synthetic world is written (default: <data_dir>/world)")
     p.set_defaults(func=run)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 from features.context import GENRE_SLUGS, GENRES, daypart, is_weekend, local_time
@@ -84,9 +84,9 @@ def live_context(
     last event's; ``catalog`` maps item ids to records with ``title`` and ``genres``.
     """
     local = local_time(now_ms, cfg.timezone)
-    when = {"daypart": daypart(local.hour), "local_hour": local.hour, "is_weekend": is_weekend(local)}
+    now = LiveContext(daypart=daypart(local.hour), local_hour=local.hour, is_weekend=is_weekend(local), device=device)
     if not features:
-        return LiveContext(**when, device=device)
+        return now
     since_s = max(now_ms - int(features["last_event_ts_ms"]), 0) / 1000.0
     in_session = since_s <= cfg.session_gap_minutes * 60.0
     recent = []
@@ -94,8 +94,8 @@ def live_context(
         record = catalog.get(item_id)
         if record is not None:
             recent.append(RecentItem(str(record["title"]), tuple(g for g in record["genres"] if g in GENRES)))
-    return LiveContext(
-        **when,
+    return replace(
+        now,
         device=device or features.get("last_device"),
         top_genres=top_genres(features),
         recent_items=tuple(recent),

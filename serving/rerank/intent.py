@@ -107,7 +107,7 @@ def item_reason(intent: Intent, weights: Mapping[str, float], c: Candidate, ctx:
         return f"Lower for now: avoiding {avoided[0].lower()}"
     wanted = sorted((g for g in c.genres if weights.get(g, 0.0) > 0), key=lambda g: -weights[g])
     if not wanted:
-        return "A strong match for your viewing history"
+        return "Recommended from your viewing history"
     mood = intent.mood if wanted[0] in MOOD_GENRES.get(intent.mood, {}) else ""
     words = [MOOD_WORDS.get(mood, mood), wanted[0].lower()]
     if length_match(intent.preferred_length, c.duration_minutes) > 0 and intent.preferred_length != "medium":

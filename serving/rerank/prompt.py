@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from typing import Sequence
+from typing import Any, Sequence
 
 from features.context import GENRES
 from serving.rerank.context import Candidate, LiveContext
@@ -56,6 +56,7 @@ LISTWISE_SYSTEM = (
     + _DATA_RULES
 )
 
+
 def neutralize(text: str, limit: int) -> str:
     """One line of plain text: no control/format characters, no marker look-alikes, at most ``limit`` chars."""
     text = unicodedata.normalize("NFKC", str(text))
@@ -86,7 +87,8 @@ def context_data(ctx: LiveContext) -> dict:
 
 
 def candidate_data(c: Candidate) -> dict:
-    data = {"id": c.item_id, "title": neutralize(c.title, MAX_TITLE_CHARS), "genres": [g for g in c.genres if g in GENRES]}
+    data: dict[str, Any] = {"id": c.item_id, "title": neutralize(c.title, MAX_TITLE_CHARS),
+                            "genres": [g for g in c.genres if g in GENRES]}
     if c.year is not None:
         data["year"] = c.year
     if c.duration_minutes is not None:

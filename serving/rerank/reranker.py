@@ -78,7 +78,7 @@ class RerankStats:
         self._calls: Counter[str] = Counter()  # LLM calls by outcome: ok or a failure status
         self._latency_counts = [0] * (len(LATENCY_BUCKETS_MS) + 1)  # last: above every bucket
         self._latency_sum_ms = 0.0
-        self._tokens = Counter()
+        self._tokens: Counter[str] = Counter()
 
     def record_result(self, status: str) -> None:
         with self._lock:

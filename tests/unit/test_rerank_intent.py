@@ -83,7 +83,7 @@ def test_reasons_come_from_the_intent_and_the_context():
                exclude_genres=frozenset({"Horror"})), CANDIDATES, CTX)}
     assert scored["c1"] == "Light comedy (88 min) for late night on your phone"
     assert scored["t1"] == "Lower for now: avoiding horror"
-    assert scored["d1"] == "A strong match for your viewing history"
+    assert scored["d1"] == "Recommended from your viewing history"
     assert scored["d2"] == "Light romance for late night on your phone"  # from the mood's genres
     unknown = rescore(Intent(genre_weights={"Drama": 1.0}), CANDIDATES[:1], LiveContext())
     assert unknown[0].reason == "Drama"

@@ -1,0 +1,217 @@
+"""The candidate generator: mixes the retrieval sources into one list of distinct catalog items.
+
+- Known user (in the MF vocabulary): MF inner-product candidates, a content top-up of *new* items (few positive
+  users, so MF cannot place them) matching the user's live genre affinities, then contextual popular.
+- Unknown user: content candidates over the whole catalog when live affinities exist, then contextual popular.
+
+Contextual popular always fills the list to k (every catalog item has a popularity score), so a call returns
+min(k, catalog items not excluded) distinct ids, the same ones for the same inputs. Scores are each source's own
+(inner product, cosine, smoothed context share): comparable within a source, not across.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Mapping, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from features.context import daypart
+from models.baselines import BPR
+from models.data import IdEncoder, _encoded_positives
+from models.retrieval.index import ExactIndex, IVFIndex, load_index, top_k
+from models.retrieval.sources import (
+    CONTEXT_FIELDS, ContextPopularity, content_scores, genre_vectors, live_affinity, mips_vectors,
+    normalized_context,
+)
+from streamrec.errors import UserError
+
+_FORMAT_VERSION = 1
+RETRIEVAL_DIR = "retrieval"
+INDEX_KINDS = ("exact", "ivf")
+REQUIRED_COLUMNS = ("user_id", "item_id", "ts_ms", "device", "label")
+
+
+class Candidate(NamedTuple):
+    item_id: str
+    score: float
+    source: str  # "embedding" | "content" | "popular"
+
+
+@dataclass(frozen=True)
+class MixerConfig:
+    content_share: float = 0.2  # of k: a known user's new-item content slots (when live affinities exist)
+    popular_share: float = 0.1  # of k: a known user's contextual-popular slots
+    cold_content_share: float = 0.5  # of k: an unknown user's content slots (when live affinities exist)
+    new_item_max_users: int = 2  # an item with at most this many positive users is new to MF
+    popularity_prior: float = 20.0  # pseudo-watches pulling a context's popularity towards its parent's
+
+    def __post_init__(self):
+        shares = (self.content_share, self.popular_share, self.cold_content_share)
+        if not all(0 <= s <= 1 for s in shares) or self.content_share + self.popular_share > 1:
+            raise UserError(f"mixer shares must be in [0, 1] and a known user's add up to <= 1, got {self}")
+        if self.new_item_max_users < 0:
+            raise UserError(f"new_item_max_users must be >= 0, got {self.new_item_max_users}")
+
+
+def retrieval_dir(settings) -> Path:
+    """Where the trained generator lives by default: ``<data dir>/retrieval``."""
+    return settings.data_path / RETRIEVAL_DIR
+
+
+class CandidateGenerator:
+    def __init__(
+        self, catalog_ids, genres: np.ndarray, item_users: np.ndarray, user_ids, user_vectors: np.ndarray,
+        index: ExactIndex | IVFIndex, popularity: ContextPopularity, config: MixerConfig, info: dict,
+    ):
+        self.catalog = IdEncoder(catalog_ids)
+        if list(self.catalog.ids) != list(catalog_ids):
+            raise UserError("catalog ids must be distinct and sorted")
+        self._catalog_index = pd.Index(self.catalog.ids)  # lookups that skip unknown ids rather than fail
+        self.genres, self.item_users = genres, np.asarray(item_users, np.int64)
+        self.user_ids = list(user_ids)
+        self._user_row = {u: n for n, u in enumerate(self.user_ids)}
+        self.user_vectors = np.asarray(user_vectors, np.float32)
+        self.index, self.popularity, self.config, self.info = index, popularity, config, info
+        self._index_items = self.catalog.encode(index.ids)  # index code -> catalog code
+        self._new = self.item_users <= config.new_item_max_users
+        n = len(self.catalog)
+        if genres.shape[0] != n or self.item_users.shape != (n,) or popularity.counts.shape[1] != n:
+            raise UserError(f"generator arrays do not match the catalog of {n} items")
+        if self.user_vectors.shape != (len(self.user_ids), index.dim):
+            raise UserError(f"user vectors {self.user_vectors.shape} do not match {len(self.user_ids)} users "
+                            f"and the index's dimension {index.dim}")
+
+    # ------------------------------------------------------------ fit
+
+    @classmethod
+    def fit(
+        cls, events: pd.DataFrame, items: Mapping[str, Mapping], *, bpr: BPR | None = None, index: str = "exact",
+        n_lists: int | None = None, nprobe: int | None = None, config: MixerConfig = MixerConfig(),
+        timezone: str = "UTC",
+    ) -> CandidateGenerator:
+        """Learn from a labelled event log (``models.retrieval.log.load_event_log``) and the item catalog
+        (item_id -> record with ``genres``, as ``features.offline.load_items`` reads it).
+
+        Events on items outside the catalog are dropped (they could never be served); ``info`` counts them.
+        """
+        missing = [c for c in REQUIRED_COLUMNS if c not in events.columns]
+        if missing:
+            raise UserError(f"the event log lacks column(s) {missing}; load it with "
+                            "models.retrieval.log.load_event_log")
+        if index not in INDEX_KINDS:
+            raise UserError(f"index must be one of {INDEX_KINDS}, got {index!r}")
+        if not items:
+            raise UserError("the item catalog is empty")
+        catalog = IdEncoder(items)
+        in_catalog = events["item_id"].isin(catalog.ids)
+        events = events[in_catalog]
+        if not events["label"].any():
+            raise UserError("no positive (watch) event on a catalog item to learn from")
+        positives, users, mf_items = _encoded_positives(events)
+        bpr = (bpr or BPR(progress=False)).fit(positives, len(users), len(mf_items))
+        user_vectors, item_vectors = mips_vectors(bpr)
+        ids = mf_items.ids.tolist()
+        built = (ExactIndex(ids, item_vectors) if index == "exact"
+                 else IVFIndex.build(ids, item_vectors, n_lists, nprobe, seed=bpr.seed))
+        item_users = np.bincount(catalog.encode(mf_items.decode(positives["item_idx"])), minlength=len(catalog))
+        info = {"events": int(len(events)), "dropped_not_in_catalog": int((~in_catalog).sum()),
+                "last_event_ms": int(events["ts_ms"].max()), "positives": int(len(positives)), "users": len(users),
+                "mf_items": len(mf_items),
+                "catalog_items": len(catalog), "bpr_final_loss": bpr.losses[-1]}
+        popularity = ContextPopularity.from_positives(
+            _context_positives(events, catalog, timezone), len(catalog), config.popularity_prior
+        )
+        genres = genre_vectors(items, catalog.ids)
+        return cls(catalog.ids, genres, item_users, users.ids, user_vectors, built, popularity, config, info)
+
+    # ------------------------------------------------------------ serve
+
+    def candidates(
+        self, user_id: str | None, live: Mapping | None, context: Mapping, k: int, exclude: Iterable[str] = ()
+    ) -> list[Candidate]:
+        """Up to k distinct catalog items for a user now; ``exclude``: ids never to return (unknown ones ignored)."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise UserError(f"k must be an integer >= 0, got {k!r}")
+        context = normalized_context(context)
+        banned = np.zeros(len(self.catalog), bool)
+        excluded = self._catalog_index.get_indexer(np.asarray(list(exclude), dtype=object))
+        banned[excluded[excluded >= 0]] = True
+        affinity = live_affinity(live)
+        row = self._user_row.get(user_id)
+        share = self.config.content_share if row is not None else self.config.cold_content_share
+        n_content = round(k * share) if affinity is not None else 0
+        out: list[Candidate] = []
+        if row is not None:
+            self._take_embedding(out, row, k - n_content - round(k * self.config.popular_share), banned)
+        if n_content:
+            # A known user's established items are MF's to place: the content slots go to items MF has not learned.
+            skip = banned | ~self._new if row is not None else banned
+            self._take(out, "content", content_scores(self.genres, affinity), n_content, banned, skip)
+        _, popular = self.popularity.scores(context)
+        self._take(out, "popular", popular, k - len(out), banned)
+        return out
+
+    def _take_embedding(self, out: list[Candidate], row: int, n: int, banned: np.ndarray) -> None:
+        if n <= 0:
+            return
+        exclude = [np.flatnonzero(banned[self._index_items])]
+        codes, scores = self.index.search(self.user_vectors[row : row + 1], n, exclude)
+        found = codes[0] >= 0
+        chosen = self._index_items[codes[0][found]]
+        banned[chosen] = True
+        out.extend(Candidate(i, float(s), "embedding") for i, s in zip(self.catalog.decode(chosen), scores[0][found]))
+
+    def _take(self, out, source: str, scores: np.ndarray, n: int, banned: np.ndarray, skip=None) -> None:
+        """Append the n best by ``scores`` not in ``banned`` (nor ``skip``) and ban them for the rest of the list."""
+        if n <= 0:
+            return
+        chosen = top_k(scores, n, banned if skip is None else skip)
+        banned[chosen] = True
+        out.extend(Candidate(i, float(s), source) for i, s in zip(self.catalog.decode(chosen), scores[chosen]))
+
+    # ------------------------------------------------------------ persist
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        self.index.save(directory)
+        np.savez(directory / "generator.npz", genres=self.genres, item_users=self.item_users,
+                 user_vectors=self.user_vectors, popularity=self.popularity.counts)
+        meta = {
+            "version": _FORMAT_VERSION, "config": asdict(self.config), "info": self.info,
+            "catalog_ids": self.catalog.ids.tolist(), "user_ids": self.user_ids,
+            "popularity_keys": [list(key) for key in self.popularity.keys],
+        }
+        (directory / "generator.json").write_text(json.dumps(meta), encoding="utf-8")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> CandidateGenerator:
+        directory = Path(directory)
+        try:
+            meta = json.loads((directory / "generator.json").read_text(encoding="utf-8"))
+            with np.load(directory / "generator.npz", allow_pickle=False) as npz:
+                arrays = {name: npz[name] for name in npz.files}
+        except FileNotFoundError as e:
+            raise UserError(f"no trained candidate generator in {directory} ({Path(e.filename).name} is missing): "
+                            "fit one and save it there first") from None
+        if meta.get("version") != _FORMAT_VERSION:
+            raise UserError(f"{directory}: unsupported generator format version {meta.get('version')!r}")
+        config = MixerConfig(**meta["config"])
+        popularity = ContextPopularity([tuple(k) for k in meta["popularity_keys"]], arrays["popularity"],
+                                       config.popularity_prior)
+        return cls(meta["catalog_ids"], arrays["genres"], arrays["item_users"], meta["user_ids"],
+                   arrays["user_vectors"], load_index(directory), popularity, config, meta["info"])
+
+
+def _context_positives(events: pd.DataFrame, catalog: IdEncoder, timezone: str) -> pd.DataFrame:
+    """The positives with their catalog code and context (day-part and weekend in ``timezone``, device)."""
+    pos = events[events["label"]]
+    local = pd.to_datetime(pos["ts_ms"].to_numpy(), unit="ms", utc=True).tz_convert(timezone)
+    parts = np.array([daypart(h) for h in range(24)], dtype=object)
+    return pd.DataFrame({
+        "user_id": pos["user_id"].to_numpy(), "item": catalog.encode(pos["item_id"]),
+        "daypart": parts[local.hour], "device": pos["device"].to_numpy(), "is_weekend": local.dayofweek >= 5,
+    }, columns=["user_id", "item", *CONTEXT_FIELDS])

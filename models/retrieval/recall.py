@@ -1,0 +1,108 @@
+"""Retrieval recall@K on a ``time_global`` split: how many of a user's future positives the candidate list holds.
+
+Each user is asked once, as the recommend API would ask when they come back after the cut: at the time and on the
+device of their first event after it, with their live features folded from their events before it (aged to that
+time), excluding their train positives. Tested users are the split's; *cold* users (first positive after the cut,
+left out of the split) are measured apart, since only the popular and content sources can serve them.
+
+A generator under evaluation must have learned from ``train_events(events, split)`` only.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from features.context import daypart, is_weekend, local_time
+from features.offline import compute_features
+from features.user_state import decay_features_to
+from models.data import FullSplit
+from models.retrieval.generator import CandidateGenerator
+from streamrec.config import FeatureConfig
+from streamrec.errors import UserError
+
+
+def split_cut_ms(split: FullSplit) -> int:
+    """The split's cut time: no train positive is at or after it, every test positive is."""
+    if split.protocol != "time_global":
+        raise UserError(f"retrieval recall needs a time_global split (one cut time for all), got {split.protocol}")
+    return int(split.test["ts_ms"].min())
+
+
+def train_events(events: pd.DataFrame, split: FullSplit) -> pd.DataFrame:
+    """The log strictly before the split's cut: what a generator evaluated on it may learn from."""
+    return events[events["ts_ms"] < split_cut_ms(split)]
+
+
+def recall_at_k_report(
+    generator: CandidateGenerator, split: FullSplit, events: pd.DataFrame, items: Mapping[str, Mapping],
+    ks: Sequence[int] = (100, 200), features: FeatureConfig | None = None,
+) -> dict:
+    """``recall@K`` (mean over tested users), ``new_item_recall@K`` (over test positives on items the generator
+    treats as new), ``hit_sources@K`` (share of hits per source), ``n_users``, ``skipped``, ``per_user`` and the
+    same for ``cold_users``. ``events``: the whole labelled log (``models.retrieval.log.load_event_log``)."""
+    cut = split_cut_ms(split)
+    if generator.info.get("last_event_ms", cut) >= cut:
+        raise UserError("the generator learned from events at or after the split's cut: fit it on train_events()")
+    features = features or FeatureConfig()
+    test = pd.DataFrame({"user_id": split.users.decode(split.test["user_idx"]),
+                         "item_id": split.items.decode(split.test["item_idx"])})
+    train = pd.DataFrame({"user_id": split.users.decode(split.train["user_idx"]),
+                          "item_id": split.items.decode(split.train["item_idx"])})
+    truth = test.groupby("user_id")["item_id"].agg(set)
+    seen = train.groupby("user_id")["item_id"].agg(set)
+    positives = events[events["label"]]
+    first_positive = positives.groupby("user_id")["ts_ms"].min()
+    cold_users = first_positive.index[first_positive >= cut]
+    cold_truth = positives[positives["user_id"].isin(cold_users)].groupby("user_id")["item_id"].agg(set)
+    asked = _queries(events, cut, truth.index.union(cold_users), items, features)
+    report = _evaluate(generator, asked, truth, seen, ks)
+    report["skipped"] = dict(split.skipped)
+    report["cold_users"] = _evaluate(generator, asked, cold_truth, pd.Series(dtype=object), ks)
+    return report
+
+
+def _queries(events: pd.DataFrame, cut: int, users: pd.Index, items, cfg: FeatureConfig) -> dict[str, tuple]:
+    """user_id -> (live features or None, context) as of the user's first event after the cut."""
+    mine = events[events["user_id"].isin(users)]
+    before, after = mine[mine["ts_ms"] < cut], mine[mine["ts_ms"] >= cut]
+    rows = compute_features(before, items, cfg).set_index("user_id", drop=False) if len(before) else None
+    first = after.sort_values(["ts_ms", "event_id"]).groupby("user_id").first()
+    asked = {}
+    for user_id, event in first.iterrows():
+        ts = int(event["ts_ms"])
+        local = local_time(ts, cfg.timezone)
+        live = None
+        if rows is not None and user_id in rows.index:
+            live = decay_features_to(rows.loc[user_id].to_dict(), ts, cfg)
+        context = {"daypart": daypart(local.hour), "device": event["device"], "is_weekend": is_weekend(local)}
+        asked[user_id] = (live, context)
+    return asked
+
+
+def _evaluate(generator: CandidateGenerator, asked: dict, truth: pd.Series, seen: pd.Series, ks) -> dict:
+    if truth.empty:
+        return {"n_users": 0}
+    new_items = set(generator.catalog.decode(np.flatnonzero(generator.item_users
+                                                            <= generator.config.new_item_max_users)))
+    per_user = {"user_id": list(truth.index), "n_test": [len(t) for t in truth]}
+    report: dict = {}
+    n_new = sum(len(t & new_items) for t in truth)
+    for k in ks:
+        recalls, sources, new_hits = [], {}, 0
+        for user_id, wanted in truth.items():
+            live, context = asked[user_id]
+            found = generator.candidates(user_id, live, context, k, seen.get(user_id, ()))
+            hits = [c for c in found if c.item_id in wanted]
+            recalls.append(len(hits) / len(wanted))
+            new_hits += sum(c.item_id in new_items for c in hits)
+            for c in hits:
+                sources[c.source] = sources.get(c.source, 0) + 1
+        per_user[f"recall@{k}"] = recalls
+        report[f"recall@{k}"] = float(np.mean(recalls))
+        report[f"new_item_recall@{k}"] = new_hits / n_new if n_new else None
+        total = sum(sources.values())
+        report[f"hit_sources@{k}"] = {s: n / total for s, n in sorted(sources.items())} if total else {}
+    report.update(n_users=len(truth), n_new_item_positives=n_new, per_user=pd.DataFrame(per_user))
+    return report
