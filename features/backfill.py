@@ -3,9 +3,10 @@
 The stream job logs one session row per user per micro-batch; a recorded log gets the
 same fold (``features.offline.feature_history``) with one row per event instead, so a
 point-in-time join finds the state right before any event. The rows go where the stream's
-go (``FeatureStoreClient._log_offline``) under the batch id ``backfill-<hash of the log>``:
-re-running on the same log replaces its files, a different log adds its own. Rows that a
-stream job also logged for the same events are identical, so a join reads the same values.
+go (``FeatureStoreClient._log_offline``) under the batch id ``backfill-<hash of the log>``.
+The log holds one backfill at a time: re-running replaces its files, and backfilling another
+log removes the previous one's, whose users and times would otherwise mix into the joins.
+Rows a stream job logged for the same events are identical, so a join reads the same values.
 """
 from __future__ import annotations
 
@@ -44,5 +45,10 @@ def backfill_session_log(settings: Settings, events_path: str | Path, items_path
         raise UserError(f"{events_path} holds no events to backfill")
     client = FeatureStoreClient(settings)
     table = to_table(history, arrow_schema(client.defs.session_view), f"session rows of {events_path}")
-    client._log_offline(table, f"backfill-{log_hash(events_path)}")
+    batch = f"backfill-{log_hash(events_path)}"
+    client._log_offline(table, batch)
+    log_dir = Path(client.defs.session_view.batch_source.path)
+    for stale in log_dir.glob("date=*/batch-backfill-*.parquet"):
+        if stale.name != f"batch-{batch}.parquet":
+            stale.unlink()
     return table.num_rows

@@ -9,9 +9,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
 import warnings
+
+# Before numpy loads: multi-threaded BLAS costs ~8 ms per small matmul on 2 busy cores
+# (retrieval's top-K); the services here get their parallelism from processes and Spark.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from streamrec.config import load_settings
 from streamrec.errors import UserError

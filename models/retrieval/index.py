@@ -99,7 +99,8 @@ class ExactIndex(_Index):
             s = queries[lo : lo + block] @ self.vectors.T
             if exclude is not None:
                 _mask(s, exclude[lo : lo + block])
-            top = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if kk < n else np.tile(np.arange(n), (len(s), 1))
+            # Partition for the k largest in place of negating: no copy of the score block.
+            top = np.argpartition(s, n - kk, axis=1)[:, n - kk :] if kk < n else np.tile(np.arange(n), (len(s), 1))
             top_s = np.take_along_axis(s, top, axis=1)
             order = np.lexsort((top, -top_s), axis=1)
             codes[lo : lo + block, :kk] = np.take_along_axis(top, order, axis=1)

@@ -1,0 +1,88 @@
+"""``streamrec train`` and ``streamrec evaluate``: the ranker from a recorded log, and the offline comparison."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from streamrec.config import Settings
+from streamrec.errors import UserError
+
+DATASETS = {"world": None, "movielens-100k": "ml-100k", "movielens-1m": "ml-1m"}
+
+
+def event_log(args: argparse.Namespace, settings: Settings):
+    """The events and catalog the arguments name: a generated world, or MovieLens converted under <data>."""
+    from models.train import EventLog
+
+    if args.data == "world":
+        if args.path is not None:
+            raise UserError("--path is for --data movielens-*; give a world directory with --world")
+        world = args.world or settings.data_path / "world"
+        events, items = world / "events.jsonl", world / "items.jsonl"
+        missing = [p.name for p in (events, items) if not p.is_file()]
+        if missing:
+            raise UserError(f"{world} has no {' or '.join(missing)}: run `streamrec generate` first, or pass --world")
+        return EventLog(events, items, "world")
+    if args.world is not None:
+        raise UserError(f"--world and --data {args.data} exclude each other")
+    if args.path is None:
+        raise UserError(f"--data {args.data} needs --path: the directory with the MovieLens files you downloaded")
+    from streams.movielens import convert
+
+    out = settings.data_path / "movielens" / args.data / "events.jsonl"
+    summary = convert(args.path, out, DATASETS[args.data])
+    return EventLog(Path(summary["paths"]["events"]), Path(summary["paths"]["items"]), args.data)
+
+
+def _config(args: argparse.Namespace):
+    from models.wide_deep import WideDeepConfig
+
+    return WideDeepConfig() if args.epochs is None else WideDeepConfig(epochs=args.epochs)
+
+
+def _train(args: argparse.Namespace, settings: Settings) -> int:
+    from models.train import train
+
+    summary = train(settings, event_log(args, settings), live=not args.no_live, config=_config(args),
+                    negatives=args.negatives, seed=args.seed, progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from models.evaluate import run_evaluation
+
+    log = event_log(args, settings)
+    out = args.out or settings.data_path / "reports" / log.name
+    protocols = ("loo", "full") if args.protocol == "all" else (args.protocol,)
+    summary = run_evaluation(settings, log, out, protocols=protocols, seed=args.seed, config=_config(args),
+                             negatives=args.negatives, progress=not args.quiet)
+    for protocol, block in summary["protocols"].items():
+        print(f"{protocol}:")
+        for model, figures in block["models"].items():
+            print(f"  {model:<18} " + "  ".join(f"{m}={v:.4f}" for m, v in figures.items() if isinstance(v, float)))
+    print(f"report: {out / 'report.md'}")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", choices=list(DATASETS), default="world", help="the event log to use (default: world)")
+    p.add_argument("--world", type=Path, help="generated world directory (default: <data_dir>/world)")
+    p.add_argument("--path", type=Path, help="MovieLens directory you downloaded (with --data movielens-*)")
+    p.add_argument("--seed", type=int, default=0, help="seed of negatives, splits and training (default: 0)")
+    p.add_argument("--negatives", type=int, default=4, help="sampled negatives per positive (default: 4)")
+    p.add_argument("--epochs", type=int, help="Wide & Deep training epochs (default: the model config's)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the Wide & Deep ranker on a recorded log and export a new version")
+    _common(p)
+    p.add_argument("--no-live", action="store_true", help="the ablation without context and session features")
+    p.set_defaults(func=_train)
+    p = sub.add_parser("evaluate", help="compare baselines and Wide & Deep offline; writes a report")
+    _common(p)
+    p.add_argument("--protocol", choices=("loo", "full", "all"), default="all", help="default: all")
+    p.add_argument("--out", type=Path, help="report directory (default: <data_dir>/reports/<data>)")
+    p.set_defaults(func=_evaluate)

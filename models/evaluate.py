@@ -1,0 +1,183 @@
+"""Offline evaluation: the baselines and Wide & Deep, with and without live features, under the same splits.
+
+Protocols (splits from ``models.data``, metrics from ``models.protocols``; k = 10):
+- ``loo``: each user's last positive against 99 items the user never interacted with (seeded); HR@10, NDCG@10.
+- ``full``: ``time_user`` split, each user's last 25% of positives are the test; every item without a train
+  positive of the user is ranked; precision, recall, NDCG, MAP@10 and catalog coverage@10.
+
+Wide & Deep trains on the examples (``models.train.prepare``) of the split's train positives only, and scores
+a test user as of a context: under ``loo`` the held-out pick, under ``full`` the user's first test pick (its time
+and device; features strictly before it, point in time, from the same backfilled history), through
+``models.examples.candidate_frame`` and ``model_inputs``: the serving code path.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models.baselines import BPR, ItemKNN, MostPopular
+from models.data import FullSplit, LooSplit, make_split
+from models.examples import candidate_frame, model_inputs
+from models.protocols import run
+from models.train import EventLog, Prepared, fit, prepare
+from models.wide_deep import WideDeepConfig
+from streamrec.config import Settings
+from streamrec.errors import UserError
+
+log = logging.getLogger(__name__)
+
+K = 10
+LOO_NEGATIVES = 99
+PROTOCOLS = {
+    "loo": f"leave-last-out: each user's last positive ranked among {LOO_NEGATIVES} sampled items the user never "
+           f"interacted with (users with >= 2 positives); HR@{K}, NDCG@{K}",
+    "full": f"time_user: each user's last 25% of positives (by first-watch time) are the test set; every item "
+            f"without a train positive of the user is ranked; precision, recall, NDCG, MAP@{K}, coverage@{K}",
+}
+MODELS = ("most-popular", "item-knn", "bpr", "wide-deep", "wide-deep-no-live")
+ACTIVITY_BINS = (1, 5, 10, 20, 50, 100)  # train positives per user: bucket lower bounds
+
+
+class WideDeepRanker:
+    """The Recommender view of Wide & Deep on one split: ``fit`` trains on the split's train positives (their
+    examples and negatives), ``score`` ranks items for each user as of the user's context row."""
+
+    def __init__(self, prepared: Prepared, split: LooSplit | FullSplit, contexts: pd.DataFrame, *, live: bool,
+                 config: WideDeepConfig, seed: int, timezone: str, progress: bool):
+        self.prepared, self.split, self.contexts = prepared, split, contexts
+        self.live, self.config, self.seed, self.timezone, self.progress = live, config, seed, timezone, progress
+        self.items = prepared.catalog.set_index("item_id").loc[split.items.ids].reset_index()
+        self.model = None
+        self.train_metrics: dict = {}
+
+    def fit(self, train: pd.DataFrame, n_users: int, n_items: int) -> WideDeepRanker:
+        pairs = pd.DataFrame({"user_id": self.split.users.decode(train["user_idx"]),
+                              "item_id": self.split.items.decode(train["item_idx"])})
+        examples = self.prepared.examples
+        groups = examples.loc[examples["label"] == 1, ["group", "user_id", "item_id"]].merge(pairs)["group"]
+        self.model, self.train_metrics = fit(
+            examples[examples["group"].isin(groups)], self.prepared.catalog["item_id"], live=self.live,
+            config=self.config, seed=self.seed, timezone=self.timezone, progress=self.progress,
+        )
+        return self
+
+    def score(self, user_idx: np.ndarray, item_idx: np.ndarray | None = None) -> np.ndarray:
+        if self.model is None:
+            raise RuntimeError("WideDeepRanker is not fitted: call fit() first")
+        n = len(self.items) if item_idx is None else np.asarray(item_idx).shape[1]
+        out = np.empty((len(user_idx), n), dtype=np.float32)
+        for row, user in enumerate(np.asarray(user_idx)):
+            candidates = self.items if item_idx is None else self.items.iloc[item_idx[row]]
+            inputs = model_inputs(candidate_frame(self.contexts.loc[user], candidates), self.timezone, self.live)
+            out[row] = np.asarray(self.model(inputs, training=False)).ravel()
+        return out
+
+
+def context_rows(prepared: Prepared, split: LooSplit | FullSplit) -> pd.DataFrame:
+    """Per test user (index: user_idx), the example row of the pick W&D scores the user at: the held-out pick
+    (loo) or the first test pick (full); its features are those strictly before that pick."""
+    if isinstance(split, LooSplit):
+        users, items = split.test_users, split.test_items
+    else:
+        first = split.test.sort_values(["user_idx", "ts_ms", "item_idx"], kind="stable").drop_duplicates("user_idx")
+        users, items = first["user_idx"].to_numpy(), first["item_idx"].to_numpy()
+    wanted = pd.DataFrame({"user_idx": users, "user_id": split.users.decode(users), "item_id": split.items.decode(items)})
+    positives = prepared.examples[prepared.examples["label"] == 1]
+    rows = wanted.merge(positives, on=["user_id", "item_id"], how="left")
+    if rows["group"].isna().any() or len(rows) != len(wanted):
+        raise ValueError("a test pick has no example row: examples and split disagree on the positives")
+    return rows.set_index("user_idx")
+
+
+def _models(prepared: Prepared, split, settings: Settings, config: WideDeepConfig, seed: int, progress: bool) -> dict:
+    contexts = context_rows(prepared, split)
+    ranker = dict(prepared=prepared, split=split, contexts=contexts, config=config, seed=seed,
+                  timezone=settings.features.timezone, progress=progress)
+    return {
+        "most-popular": MostPopular(),
+        "item-knn": ItemKNN(),
+        "bpr": BPR(seed=seed, progress=progress),
+        "wide-deep": WideDeepRanker(live=True, **ranker),
+        "wide-deep-no-live": WideDeepRanker(live=False, **ranker),
+    }
+
+
+def activity_buckets(per_user: pd.DataFrame, metric: str) -> dict[str, dict]:
+    """Mean ``metric`` and user count per bucket of train positives (ACTIVITY_BINS), empty buckets left out."""
+    edges = [*ACTIVITY_BINS, np.inf]
+    labels = [f"{lo}-{hi - 1}" if np.isfinite(hi) else f"{lo}+" for lo, hi in zip(edges, edges[1:])]
+    bucket = pd.cut(per_user["n_train"], bins=edges, right=False, labels=labels)
+    grouped = per_user.groupby(bucket, observed=True)[metric]
+    return {str(b): {"users": int(g.size), metric: float(g.mean())} for b, g in grouped}
+
+
+def evaluate(
+    settings: Settings, event_log: EventLog, *, protocols: tuple[str, ...] = ("loo", "full"), seed: int = 0,
+    config: WideDeepConfig = WideDeepConfig(), negatives: int = 4, progress: bool = True,
+) -> dict:
+    """Every model of MODELS under each protocol; returns the figures ``models.report`` writes."""
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown or not protocols:
+        raise UserError(f"unknown protocol(s) {unknown}; choose from {', '.join(PROTOCOLS)}")
+    started = time.monotonic()
+    prepared = prepare(settings, event_log, negatives=negatives, seed=seed)
+    seconds: dict = {"prepare": round(time.monotonic() - started, 1)}
+    interactions = prepared.interactions
+    summary = {
+        "dataset": {
+            "name": event_log.name, "events_path": str(event_log.events), "items_path": str(event_log.items),
+            "sha256_16": prepared.data_hashes(), "events": len(interactions),
+            "users": int(interactions["user_id"].nunique()), "catalog_items": len(prepared.catalog),
+            "positives": int(prepared.examples["label"].sum()),
+        },
+        "seed": seed,
+        "negatives_per_positive": negatives,
+        "wide_deep_config": config.to_dict(),
+        "feature_config": dataclasses.asdict(settings.features),
+        "protocols": {},
+    }
+    per_user: dict[tuple[str, str], pd.DataFrame] = {}
+    for protocol in protocols:
+        split = make_split(interactions, "loo", n_negatives=LOO_NEGATIVES, seed=seed) if protocol == "loo" \
+            else make_split(interactions, "time_user")
+        models, figures, seconds[protocol] = _models(prepared, split, settings, config, seed, progress), {}, {}
+        for name, model in models.items():
+            log.info("%s: %s", protocol, name)
+            t0 = time.monotonic()
+            result = run(model, split, k=K)
+            seconds[protocol][name] = round(time.monotonic() - t0, 1)
+            per_user[protocol, name] = result.pop("per_user")
+            figures[name] = result
+        summary["protocols"][protocol] = {
+            "description": PROTOCOLS[protocol],
+            "k": K,
+            "split": {"users": split.n_users, "items": split.n_items, "train_positives": len(split.train)},
+            "models": figures,
+            f"ndcg@{K}_by_activity": {name: activity_buckets(per_user[protocol, name], f"ndcg@{K}") for name in models},
+        }
+    summary["seconds"] = seconds | {"total": round(time.monotonic() - started, 1)}
+    return summary
+
+
+def check_finite(summary: dict) -> None:
+    """A NaN metric means something upstream broke; say so rather than report it."""
+    for protocol, block in summary["protocols"].items():
+        for model, figures in block["models"].items():
+            bad = [m for m, v in figures.items() if isinstance(v, float) and not np.isfinite(v)]
+            if bad:
+                raise UserError(f"{protocol}/{model}: metrics {bad} are not finite")
+
+
+def run_evaluation(settings: Settings, event_log: EventLog, out_dir: Path, **options) -> dict:
+    """``evaluate`` then the report (report.md, metrics.json, plots) into ``out_dir``."""
+    from models.report import write_report
+
+    summary = evaluate(settings, event_log, **options)
+    check_finite(summary)
+    write_report(Path(out_dir), summary)
+    return summary

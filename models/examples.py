@@ -1,0 +1,246 @@
+"""Examples for the Wide & Deep ranker: labelled entity rows for Feast, and model inputs from feature rows.
+
+Labels. A positive is a user's first watch of an item (``models.data``: a click alone is not a like). Its label
+time is the *pick*: a watch reported right after a click on the same item (no other event of that user between)
+was picked at that click, as the generator and real players log click-then-watch; otherwise at the watch itself
+(MovieLens has no clicks). Features are read strictly before the label time, so neither the click nor the watch
+is in them, as at serving time, where the request comes before the pick. A negative is a catalog item the user
+never interacted with anywhere in the log (no click, no watch), ``k`` per positive, drawn with a fixed seed and
+stamped with the positive's time and device. So clicks count as interactions, never as labels: a clicked but
+unwatched item is neither a positive nor a negative.
+
+Inputs. ``model_inputs`` turns a frame of feature rows (one row per user-item pair, with the request's time and
+device) into the model's named arrays; ``serving_inputs`` builds that frame for one user and many candidates from
+online rows. Training, evaluation and serving all go through ``model_inputs``, so they cannot drift apart.
+Pass the *stored* session row: the time since its last event is computed here from ``last_event_ts_ms``, and the
+genre affinities enter the model normalized, so ageing them first (``decay_features_to``) changes nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from features.context import GENRE_SLUGS, GENRES, daypart
+from features.user_state import FEATURE_COLUMNS
+from streamrec.errors import UserError
+
+AFFINITY_COLUMNS = tuple(f"aff_{s}" for s in GENRE_SLUGS)
+SHARE_COLUMNS = tuple(f"share_{s}" for s in GENRE_SLUGS)
+# A user with no session row (never seen, or idle past the session view's 30-day TTL) looks this long idle.
+NO_SESSION_SECONDS = 30 * 86_400.0
+# Neutral stand-ins for catalog fields a source may lack (MovieLens has titles without a year).
+ITEM_DEFAULTS = {"year": 2000.0, "duration_minutes": 110.0, "popularity": 1.0}
+_DAYPART_OF_HOUR = np.array([daypart(h) for h in range(24)], dtype=object)
+
+# name -> (dtype, width): width 1 is a (batch, 1) column, None a (batch, any) string list padded with "".
+ITEM_INPUTS: dict[str, tuple[str, int | None]] = {
+    "user_id": ("string", 1),
+    "item_id": ("string", 1),
+    "item_genres": ("string", None),
+    "year": ("float32", 1),
+    "duration_minutes": ("float32", 1),
+    "popularity": ("float32", 1),
+    "profile_shares": ("float32", len(GENRES)),
+    "profile_events": ("float32", 1),
+}
+# The live part: the request's context and the stream's session features; the ablation drops all of it.
+LIVE_INPUTS: dict[str, tuple[str, int | None]] = {
+    "device": ("string", 1),
+    "daypart": ("string", 1),
+    "is_weekend": ("int64", 1),
+    "affinity": ("float32", len(GENRES)),
+    "session_events": ("float32", 1),
+    "session_length_s": ("float32", 1),
+    "time_since_last_event_s": ("float32", 1),
+    "prev_gap_s": ("float32", 1),
+    "events_total": ("float32", 1),
+    "last_items": ("string", None),
+}
+
+
+def input_spec(live: bool = True) -> dict[str, tuple[str, int | None]]:
+    """The model's inputs, name -> (dtype, width); what ``model_inputs`` returns for the same ``live``."""
+    return {**ITEM_INPUTS, **LIVE_INPUTS} if live else dict(ITEM_INPUTS)
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """Who asks, when (epoch ms) and on what device; ``timezone`` sets day-part and weekend (features.timezone)."""
+
+    user_id: str
+    ts_ms: int
+    device: str
+    timezone: str = "UTC"
+
+
+# ---------------------------------------------------------------- labelled entity rows
+
+
+def event_frame(events: Iterable[Mapping]) -> pd.DataFrame:
+    """Events (``features.offline.read_event_log``) as a frame in fold order: user, then time, then event_id."""
+    df = pd.DataFrame(list(events), columns=["event_id", "event_type", "user_id", "item_id", "ts_ms", "device", "watch_seconds"])
+    if df.empty:
+        raise UserError("the event log has no events")
+    # The fold's order (features.user_state.event_order) within each user.
+    return df.sort_values(["user_id", "ts_ms", "event_id"], kind="stable").reset_index(drop=True)
+
+
+def pick_positives(log: pd.DataFrame, positives: pd.DataFrame) -> pd.DataFrame:
+    """``positives`` (user_id, item_id, ts_ms of the first watch) with each one's pick time ``ts_ms`` and
+    ``device``, sorted by user, pick time, item. ``log``: ``event_frame``."""
+    prev = log.groupby("user_id", sort=False)[["item_id", "event_type", "ts_ms"]].shift()
+    picked_at_click = (prev["event_type"] == "click") & (prev["item_id"] == log["item_id"])
+    watches = log.assign(pick_ms=np.where(picked_at_click, prev["ts_ms"], log["ts_ms"]).astype(np.int64))
+    watches = watches[watches["event_type"] == "watch"].drop_duplicates(["user_id", "item_id", "ts_ms"])
+    out = positives[["user_id", "item_id", "ts_ms"]].merge(
+        watches[["user_id", "item_id", "ts_ms", "pick_ms", "device"]], on=["user_id", "item_id", "ts_ms"], how="left"
+    )
+    if out["pick_ms"].isna().any():
+        first = out[out["pick_ms"].isna()].iloc[0]
+        raise ValueError(f"positive {first['user_id']}/{first['item_id']} at {first['ts_ms']} is no watch of the log")
+    out = out.assign(ts_ms=out["pick_ms"].astype(np.int64)).drop(columns="pick_ms")
+    return out.sort_values(["user_id", "ts_ms", "item_id"], kind="stable").reset_index(drop=True)
+
+
+def entity_rows(
+    positives: pd.DataFrame, interacted: pd.DataFrame, item_ids: Sequence[str], negatives: int, seed: int
+) -> pd.DataFrame:
+    """Feast entity rows: each positive (user_id, item_id, ts_ms, device) followed by ``negatives`` items the user
+    never interacted with (``interacted``: user_id, item_id pairs), drawn without replacement, same time and device.
+
+    Columns: group (the positive's number), user_id, item_id, event_timestamp, device, label (1 or 0).
+    """
+    if negatives < 1:
+        raise UserError(f"negatives per positive must be >= 1, got {negatives}")
+    catalog = np.array(sorted(set(item_ids)), dtype=object)
+    seen = interacted.groupby("user_id")["item_id"].agg(set)
+    rng = np.random.default_rng(seed)
+    drawn = np.empty((len(positives), negatives), dtype=object)
+    bounds = positives.groupby("user_id", sort=False).indices  # positives are sorted by user: contiguous rows
+    for user in sorted(bounds):
+        rows = bounds[user]
+        pool = catalog[~np.isin(catalog, list(seen.get(user, ())))]
+        if len(pool) < negatives:
+            raise UserError(f"user {user} has interacted with all but {len(pool)} of {len(catalog)} catalog items: "
+                            f"too few to draw {negatives} negatives per positive")
+        # A random key per (positive, pool item), the k smallest: k distinct items per positive, vectorised.
+        keys = rng.random((len(rows), len(pool)))
+        drawn[rows] = pool[np.argpartition(keys, negatives - 1, axis=1)[:, :negatives]]
+    n = len(positives)
+    group = np.repeat(np.arange(n), negatives + 1)
+    items = np.concatenate([positives["item_id"].to_numpy(dtype=object)[:, None], drawn], axis=1).ravel()
+    return pd.DataFrame({
+        "group": group,
+        "user_id": positives["user_id"].to_numpy(dtype=object)[group],
+        "item_id": items,
+        "event_timestamp": pd.to_datetime(positives["ts_ms"].to_numpy()[group], unit="ms", utc=True),
+        "device": positives["device"].to_numpy(dtype=object)[group],
+        "label": np.tile(np.r_[1, np.zeros(negatives, np.int64)], n),
+    })
+
+
+# ---------------------------------------------------------------- model inputs
+
+
+def model_inputs(frame: pd.DataFrame, timezone: str = "UTC", live: bool = True) -> dict[str, np.ndarray]:
+    """Named arrays (see ``input_spec``) from feature rows: ``user_id``, ``item_id``, ``event_timestamp`` (the
+    request time), ``device`` (the request's), the session view's columns, the item view's and the profile's.
+    Missing values (a user without session or profile, an item without year) get neutral values."""
+    if frame.empty:
+        raise ValueError("no rows to build model inputs from")
+    out = {
+        "user_id": _strings(frame["user_id"]),
+        "item_id": _strings(frame["item_id"]),
+        "item_genres": _padded(frame["genres"]),
+        **{name: _floats(frame[name], fill) for name, fill in ITEM_DEFAULTS.items()},
+        "profile_shares": _matrix(frame, SHARE_COLUMNS),
+        "profile_events": _floats(frame["profile_events"], 0.0),
+    }
+    if not live:
+        return out
+    when = pd.to_datetime(frame["event_timestamp"], utc=True)
+    local = when.dt.tz_convert(timezone)
+    now_ms = (when - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
+    last_ms = pd.to_numeric(frame["last_event_ts_ms"], errors="coerce").to_numpy("float64", na_value=np.nan)
+    # A session row stamped after the request (clock skew) ages nothing, like decay_features_to.
+    idle_s = np.maximum(now_ms.to_numpy("float64") - last_ms, 0.0) / 1000.0
+    return out | {
+        "device": _strings(frame["device"]),
+        "daypart": _DAYPART_OF_HOUR[local.dt.hour.to_numpy()].reshape(-1, 1),
+        "is_weekend": (local.dt.weekday.to_numpy() >= 5).astype(np.int64).reshape(-1, 1),
+        "affinity": _matrix(frame, AFFINITY_COLUMNS),
+        "session_events": _floats(frame["session_events"], 0.0),
+        "session_length_s": _floats(frame["session_length_s"], 0.0),
+        "time_since_last_event_s": np.where(np.isnan(idle_s), NO_SESSION_SECONDS, idle_s).astype(np.float32)[:, None],
+        "prev_gap_s": _floats(frame["prev_gap_s"], 0.0),
+        "events_total": _floats(frame["events_total"], 0.0),
+        "last_items": _padded(frame["last_items"]),
+    }
+
+
+def candidate_frame(user: Mapping, items: pd.DataFrame) -> pd.DataFrame:
+    """The rows ``model_inputs`` reads for one user and many items: ``items`` (catalog rows) with the user's
+    columns (request, session and profile fields; absent ones missing) beside each."""
+    frame = items.drop(columns=[c for c in items.columns if c in _USER_COLUMNS]).reset_index(drop=True)
+    for name in _USER_COLUMNS:
+        value = user.get(name)
+        # A list (last_items) must be one cell per row, not spread over the rows.
+        frame[name] = [value] * len(frame) if isinstance(value, (list, tuple, np.ndarray)) else value
+    return frame
+
+
+def serving_inputs(
+    session_row: Mapping | None,
+    item_rows: Sequence[Mapping],
+    profile_row: Mapping | None,
+    context: RequestContext,
+    *,
+    live: bool = True,
+) -> dict[str, np.ndarray]:
+    """The model's inputs for one user and many candidate items, one row per item in order.
+
+    ``session_row``: the user's stored session features (``FeatureStoreClient.online_features``; None or
+    all-None for a user never seen); ``item_rows``: ``item_features`` rows (item_id, genres, year,
+    duration_minutes, popularity); ``profile_row``: ``profile_features`` row or None. ``live`` must match the
+    served model (metadata.json ``live``): the ablation model takes no context or session inputs.
+    """
+    if not item_rows:
+        raise ValueError("no candidate items to score")
+    user = {**(session_row or {}), **(profile_row or {})}
+    user |= {
+        "user_id": context.user_id,
+        "event_timestamp": pd.Timestamp(int(context.ts_ms), unit="ms", tz="UTC"),
+        "device": context.device,
+    }
+    items = pd.DataFrame([{name: row.get(name) for name in _ITEM_COLUMNS} for row in item_rows])
+    return model_inputs(candidate_frame(user, items), context.timezone, live)
+
+
+_SESSION_COLUMNS = tuple(c for c in FEATURE_COLUMNS if c not in ("user_id", "event_timestamp"))
+_USER_COLUMNS = ("user_id", "event_timestamp", "device", *_SESSION_COLUMNS, "profile_events", *SHARE_COLUMNS)
+_ITEM_COLUMNS = ("item_id", "genres", "year", "duration_minutes", "popularity")
+
+
+def _strings(series: pd.Series) -> np.ndarray:
+    return series.fillna("").astype(str).to_numpy(dtype=object).reshape(-1, 1)
+
+
+def _floats(series: pd.Series, fill: float) -> np.ndarray:
+    values = pd.to_numeric(series, errors="coerce").to_numpy("float64", na_value=np.nan)
+    return np.where(np.isnan(values), fill, values).astype(np.float32).reshape(-1, 1)
+
+
+def _matrix(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+    return np.hstack([_floats(frame[c], 0.0) for c in columns])
+
+
+def _padded(series: pd.Series) -> np.ndarray:
+    """Lists of strings (None or NaN: empty) as a (rows, longest list, at least 1) array padded with ""."""
+    lists = [[] if v is None or (isinstance(v, float) and np.isnan(v)) else list(v) for v in series]
+    out = np.full((len(lists), max(1, max(map(len, lists)))), "", dtype=object)
+    for n, values in enumerate(lists):
+        out[n, : len(values)] = [str(v) for v in values]
+    return out

@@ -1,0 +1,68 @@
+"""Export a trained ranker into a TF Serving model repo: ``<repo>/<name>/<version>/`` plus ``metadata.json``.
+
+The SavedModel has one signature, ``serving_default``: the model's named inputs in, ``{"score": (batch, 1)
+float32}`` out, a fixed name clients can rely on. A version is written under a dot-name and renamed into place
+whole, so a server polling the repo never loads a half-written one (it only looks at numeric names).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+from models.examples import input_spec
+from models.wide_deep import OUTPUT
+from streamrec.errors import UserError
+
+SIGNATURE = "serving_default"
+METADATA = "metadata.json"
+
+
+def feature_list(live: bool) -> dict[str, dict]:
+    """The signature's inputs as metadata: dtype and shape (-1 for any size)."""
+    return {name: {"dtype": dtype, "shape": [-1, -1 if width is None else width]}
+            for name, (dtype, width) in input_spec(live).items()}
+
+
+def next_version(model_dir: Path) -> int:
+    """One more than the highest numeric version in ``model_dir`` (1 for none)."""
+    versions = [int(p.name) for p in model_dir.iterdir() if p.name.isascii() and p.name.isdigit()] if model_dir.is_dir() else []
+    return max(versions, default=0) + 1
+
+
+def export_model(model, model_dir: Path, live: bool, metadata: dict) -> tuple[int, Path]:
+    """Write ``model`` as the next version under ``model_dir``; returns (version, its directory).
+    ``metadata`` (training data, metrics, seed, ...) is stored with the signature's feature list."""
+    import keras
+    import tensorflow as tf
+
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    version = next_version(model_dir)
+    staging = model_dir / f".staging-{version}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    spec = {name: tf.TensorSpec([None, width], dtype, name=name) for name, (dtype, width) in input_spec(live).items()}
+    archive.add_endpoint(SIGNATURE, lambda inputs: {OUTPUT: model(inputs, training=False)}, input_signature=[spec])
+    archive.write_out(str(staging), verbose=False)
+    record = {
+        "name": model_dir.name,
+        "version": version,
+        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "signature": SIGNATURE,
+        "output": {"name": OUTPUT, "dtype": "float32", "shape": [-1, 1], "meaning": "P(the user picks the item now)"},
+        "features": feature_list(live),
+        **metadata,
+    }
+    (staging / METADATA).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    target = model_dir / str(version)
+    try:
+        staging.rename(target)
+    except OSError as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise UserError(f"cannot publish version {version} at {target} (another export at the same time?): {e.strerror}") from None
+    return version, target

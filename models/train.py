@@ -1,0 +1,158 @@
+"""Train the Wide & Deep ranker from a recorded event log, through Feast like the live system.
+
+``prepare`` puts the log where the stream would have: catalog and profile cuts into Feast, the session log
+backfilled with the stream's fold; then it builds the labelled entity rows (``models.examples``) of every
+positive and joins their features point-in-time (``FeatureStoreClient.training_set``). ``fit`` trains on any
+subset of those rows; ``train`` fits on all of them and exports a new version for serving.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.backfill import backfill_session_log, log_hash
+from features.offline import read_event_log
+from models.data import _encoded_positives, label_positives
+from models.examples import entity_rows, event_frame, model_inputs, pick_positives
+from models.wide_deep import WideDeepConfig
+from streamrec.config import Settings
+from streamrec.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DAY = pd.Timedelta(days=1)
+MAX_PROFILE_CUTS = 28  # a long log (MovieLens spans months) gets cuts several days apart
+
+
+@dataclass(frozen=True)
+class EventLog:
+    """A recorded log and its catalog; ``name`` labels it in reports (e.g. "world", "movielens-100k")."""
+
+    events: Path
+    items: Path
+    name: str
+
+
+@dataclass
+class Prepared:
+    log: EventLog
+    interactions: pd.DataFrame  # one row per event with ``label`` (models.data's input)
+    catalog: pd.DataFrame       # features.store.read_catalog rows: item_id, genres, year, duration_minutes, popularity
+    examples: pd.DataFrame      # entity rows of every positive and its negatives, features joined
+    negatives: int
+    seed: int
+
+    def data_hashes(self) -> dict[str, str]:
+        return {"events": log_hash(self.log.events), "items": log_hash(self.log.items)}
+
+
+def profile_cuts(first: pd.Timestamp, last: pd.Timestamp) -> list[pd.Timestamp]:
+    """Midnights (UTC) after ``first``, one day apart or more so there are at most MAX_PROFILE_CUTS, then ``last``:
+    each label sees the newest profile cut strictly before it, and the last cut holds the whole log."""
+    start = first.ceil("D") if first != first.ceil("D") else first + DAY
+    days = max(int((last - start) / DAY), 0)
+    step = max(1, -(-days // MAX_PROFILE_CUTS))
+    return [start + n * DAY for n in range(0, days + 1, step) if start + n * DAY < last] + [last]
+
+
+def prepare(settings: Settings, event_log: EventLog, *, negatives: int = 4, seed: int = 0) -> Prepared:
+    """Feast set up for the log (definitions, catalog, profile cuts, backfilled session log) and the labelled
+    examples of every positive with their point-in-time features."""
+    from features.store import FeatureStoreClient, read_catalog
+
+    client = FeatureStoreClient(settings)
+    client.apply()
+    n_items = client.load_catalog(event_log.items)
+    events = event_frame(read_event_log(event_log.events))
+    interactions = label_positives(events[["user_id", "item_id", "ts_ms", "event_type", "watch_seconds"]], None, 0.0)
+    times = pd.to_datetime(events["ts_ms"], unit="ms", utc=True)
+    cuts = profile_cuts(times.min(), times.max())
+    for cut in cuts:
+        client.build_profiles(events.rename(columns={"ts_ms": "ts"}), cut)
+    rows = backfill_session_log(settings, event_log.events, event_log.items)
+    log.info("feast: %d items, %d profile cuts, %d backfilled session rows", n_items, len(cuts), rows)
+
+    catalog = read_catalog(event_log.items).drop(columns=["event_timestamp"])
+    positives = decoded_positives(interactions)
+    unknown = sorted(set(positives["item_id"]) - set(catalog["item_id"]))
+    if unknown:
+        raise UserError(f"{len(unknown)} watched item(s) are not in the catalog {event_log.items}, e.g. {unknown[:3]}")
+    picked = pick_positives(events, positives)
+    interacted = events[["user_id", "item_id"]].drop_duplicates()
+    entities = entity_rows(picked, interacted, catalog["item_id"], negatives, seed)
+    log.info("training set: %d positives x (1 + %d negatives), features from Feast", len(picked), negatives)
+    examples = client.training_set(entities)
+    return Prepared(event_log, interactions, catalog, examples, negatives, seed)
+
+
+def decoded_positives(interactions: pd.DataFrame) -> pd.DataFrame:
+    """models.data's positives (a user-item pair at its first watch) by id: user_id, item_id, ts_ms."""
+    pos, users, items = _encoded_positives(interactions)
+    return pd.DataFrame({
+        "user_id": users.decode(pos["user_idx"]), "item_id": items.decode(pos["item_idx"]), "ts_ms": pos["ts_ms"],
+    })
+
+
+def fit(
+    examples: pd.DataFrame, item_ids, *, live: bool, config: WideDeepConfig, seed: int, timezone: str = "UTC",
+    progress: bool = True,
+) -> tuple:
+    """(model, final-epoch training metrics) trained on ``examples`` (rows of ``Prepared.examples``); ``item_ids``:
+    the catalog. Same rows, seed and config give the same weights (seeded shuffles, deterministic ops)."""
+    import keras
+    import tensorflow as tf
+
+    from models.wide_deep import build_model
+
+    if examples.empty:
+        raise UserError("no training examples")
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    inputs = model_inputs(examples, timezone, live)
+    labels = examples["label"].to_numpy(np.float32)
+    users = sorted(examples["user_id"].unique())
+    model = build_model(users, list(item_ids), live, inputs, config)
+    data = (tf.data.Dataset.from_tensor_slices((inputs, labels))
+            .shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+            .batch(config.batch_size))
+    # A live progress bar on a terminal, one line per epoch in a log.
+    verbose = (1 if sys.stdout.isatty() else 2) if progress else 0
+    history = model.fit(data, epochs=config.epochs, shuffle=False, verbose=verbose)
+    return model, {name: float(values[-1]) for name, values in history.history.items()}
+
+
+def train(
+    settings: Settings, event_log: EventLog, *, live: bool = True, config: WideDeepConfig = WideDeepConfig(),
+    negatives: int = 4, seed: int = 0, progress: bool = True,
+) -> dict:
+    """Prepare, fit on every positive, export a new version to ``<data>/model_repo/<model.name>/``; returns a
+    summary (version, path, examples, train metrics)."""
+    from models.export import export_model
+
+    prepared = prepare(settings, event_log, negatives=negatives, seed=seed)
+    model, train_metrics = fit(prepared.examples, prepared.catalog["item_id"], live=live, config=config, seed=seed,
+                timezone=settings.features.timezone, progress=progress)
+    metadata = {
+        "live": live,
+        "seed": seed,
+        "config": config.to_dict(),
+        "feature_config": dataclasses.asdict(settings.features),
+        "training_data": {
+            "dataset": event_log.name,
+            "events_path": str(event_log.events),
+            "items_path": str(event_log.items),
+            "sha256_16": prepared.data_hashes(),
+            "positives": int(prepared.examples["label"].sum()),
+            "examples": len(prepared.examples),
+            "negatives_per_positive": negatives,
+        },
+        "metrics": {"train": train_metrics},
+    }
+    version, path = export_model(model, settings.data_path / "model_repo" / settings.model.name, live, metadata)
+    return {"version": version, "path": str(path), **metadata["training_data"], "metrics": metadata["metrics"]}

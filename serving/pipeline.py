@@ -1,0 +1,358 @@
+"""The recommend pipeline: live features -> candidates -> Wide & Deep -> MMR -> LLM re-rank -> top k.
+
+Transport-free: the API (``serving.app``) answers with it and the refresh worker
+(``serving.worker``) runs it up to the re-rank (``shortlist``), so both ask the
+re-ranker about the same candidates in the same context.
+
+- features: the user's stored session row (aged to the request time) and profile from
+  Feast, and the live context (``serving.rerank.context.live_context``); the request's
+  ``device`` wins over the last event's. A user with neither, and unknown to retrieval,
+  is a cold start: the same stages then run on context alone (retrieval's contextual
+  popularity, W&D without user features, the re-rank with ``q``).
+- candidates: ``CandidateGenerator`` (``serving.candidates``), without the user's recent items.
+- scoring: one Predict call over the whole batch. If the model server cannot answer, the
+  request degrades to retrieval order with the fallback ``model_unavailable`` (or
+  ``model_error``) rather than failing: a list without W&D beats no list.
+- diversity: MMR over the items' genre vectors (``serving.mmr_lambda``) down to ``serving.top_n``.
+- rerank: ``Reranker.rerank`` within its budget; whatever it answers is a permutation of the
+  shortlist, so every item served is a candidate.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import grpc
+import numpy as np
+
+from features.user_state import decay_features_to
+from models.examples import RequestContext, serving_inputs
+from models.retrieval import CandidateGenerator
+from serving.diversity import mmr
+from serving.rerank import Candidate as RerankCandidate
+from serving.rerank import LiveContext, RankedItem, Reranker, RerankResult, live_context
+from serving.tf_client import PredictClient, PredictError
+from streamrec.config import Settings
+
+log = logging.getLogger(__name__)
+
+STAGES = ("features", "candidates", "scoring", "diversity", "rerank")
+# The model server is down or has no version: degrade. Any other code is a request the model rejects.
+_UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.NOT_FOUND}
+SOURCE_REASONS = {
+    "embedding": "Picked for you from your viewing history",
+    "content": "Matches the genres you are watching now",
+    "popular": "Popular with viewers right now",
+}
+
+
+class FeatureStoreUnavailable(RuntimeError):
+    """The online store could not be read; the API answers 503 with this message."""
+
+
+# ---------------------------------------------------------------- the response
+
+
+@dataclass
+class ItemScores:
+    retrieval: float  # the retrieval source's own score (comparable within a source only)
+    wide_deep: float | None  # None when the model server could not answer
+    final: float  # what the served order rests on: the re-rank's score when applied, else W&D (in MMR order)
+
+
+@dataclass
+class RecommendedItem:
+    item_id: str
+    title: str
+    genres: list[str]
+    source: str  # retrieval source: embedding | content | popular
+    scores: ItemScores
+    reason: str
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    version: int
+
+
+@dataclass
+class RerankInfo:
+    applied: bool
+    status: str  # applied | cached | timeout | error | invalid_output | refusal | empty | overloaded | disabled
+    mode: str
+    model: str
+    latency_ms: float
+    cache_age_s: float | None = None  # for status cached: how old the cached answer is, when the re-ranker says
+
+
+@dataclass
+class FeatureSnapshot:
+    found: bool  # the user has a stored session row
+    age_s: float | None  # request time - the user's last event
+    last_event_ts_ms: int | None
+    session: dict[str, Any] | None  # the session row aged to the request time
+    profile: dict[str, Any] | None
+    context: dict[str, Any]  # the live context the re-ranker saw
+
+
+@dataclass
+class Recommendation:
+    user_id: str
+    k: int
+    cold_start: bool
+    items: list[RecommendedItem]
+    features: FeatureSnapshot
+    model: ModelInfo | None  # None when the list was not scored by the model
+    timings_ms: dict[str, float]  # per stage, and total
+    rerank: RerankInfo
+    fallbacks: list[str]  # cold_start, model_unavailable, model_error, rerank_<status>
+
+
+# ---------------------------------------------------------------- the stages
+
+
+@dataclass(frozen=True)
+class Shortlisted:
+    """A candidate that survived MMR, with its scores so far."""
+
+    item_id: str
+    title: str
+    genres: tuple[str, ...]
+    year: int | None
+    duration_minutes: float | None
+    source: str
+    retrieval_score: float
+    wd_score: float | None
+    relevance: float  # what MMR and the re-rank's fallback order used: W&D, else a retrieval-rank score
+
+
+@dataclass
+class Shortlist:
+    """Everything up to the re-rank: what the API finishes and the worker hands to ``Reranker.refresh``."""
+
+    user_id: str
+    now_ms: int
+    cold_start: bool
+    session: dict | None  # aged to now_ms
+    profile: dict | None
+    context: LiveContext
+    items: list[Shortlisted]
+    model: ModelInfo | None
+    fallbacks: list[str] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def rerank_candidates(self) -> list[RerankCandidate]:
+        return [
+            RerankCandidate(s.item_id, s.title, s.genres, s.year, s.duration_minutes, s.relevance, s.retrieval_score)
+            for s in self.items
+        ]
+
+
+class ItemCatalog:
+    """Item rows held in memory: Feast's online read costs ~0.1 ms per item, too much for 200 per request.
+
+    Read once at start-up; restart the API after loading a new catalog (the candidate
+    generator is loaded at start-up too). Items retrieval knows but the item store does not
+    are ``missing`` and never served: there is nothing to show or score them with.
+    """
+
+    def __init__(self, rows: Sequence[dict]):
+        self.rows = {r["item_id"]: r for r in rows if r.get("title") is not None}
+        self.missing = tuple(r["item_id"] for r in rows if r.get("title") is None)
+
+    @classmethod
+    def load(cls, store, item_ids: Sequence[str]) -> ItemCatalog:
+        return cls(store.item_features(item_ids))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+class Scorer:
+    """Wide & Deep scores from the model server: one Predict call per candidate batch.
+
+    The signature is read from the server (lazily, and again after a failure), so the
+    client follows what is served: the live model or the no-live ablation, and its output name.
+    """
+
+    def __init__(self, client: PredictClient):
+        self.client = client
+        self._live: bool | None = None
+        self._output: str | None = None
+
+    def score(self, session: dict | None, items: Sequence[dict], profile: dict | None,
+              request: RequestContext) -> tuple[np.ndarray, ModelInfo]:
+        if self._output is None:
+            self._read_signature()
+        inputs = serving_inputs(session, items, profile, request, live=self._live)
+        try:
+            outputs, spec = predict_with_spec(self.client, inputs)
+        except PredictError:
+            self._output = None  # the served version may have changed: read its signature again
+            raise
+        scores = outputs.get(self._output)
+        if scores is None:
+            message = f"the model answered {sorted(outputs)}, not {self._output!r}"
+            self._output = None
+            raise PredictError(grpc.StatusCode.INVALID_ARGUMENT, message)
+        return np.asarray(scores, dtype=np.float64).reshape(len(items)), spec
+
+    def _read_signature(self) -> None:
+        signature = self.client.metadata().signatures.get("serving_default")
+        if signature is None or len(signature.outputs) != 1:
+            raise PredictError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f"model {self.client.model_name!r} has no serving_default signature with one output")
+        self._live = "device" in signature.inputs  # the ablation model has no live inputs at all
+        (self._output,) = signature.outputs
+
+
+def predict_with_spec(client: PredictClient, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], ModelInfo]:
+    """``client.predict`` keeping the response's model_spec (which version answered), through its own channel."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = client.model_name
+    request.model_spec.signature_name = "serving_default"
+    for name, value in inputs.items():
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+    response = client._call(client._stub.Predict, request)
+    outputs = {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+    return outputs, ModelInfo(response.model_spec.name, response.model_spec.version.value)
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, store, generator: CandidateGenerator, scorer: Scorer,
+                 reranker: Reranker, catalog: ItemCatalog, clock: Callable[[], float] = time.time):
+        self.settings = settings
+        self.store = store
+        self.generator = generator
+        self.scorer = scorer
+        self.reranker = reranker
+        self.catalog = catalog
+        self.clock = clock
+        self._known_users = set(generator.user_ids)
+        # Feast's SQLite store shares one connection between threads; reads are ~1 ms, so a lock costs little.
+        self._store_lock = threading.Lock()
+
+    # ---- the whole request
+
+    def recommend(self, user_id: str, k: int, device: str | None = None, q: str | None = None) -> Recommendation:
+        started = time.perf_counter()
+        short = self.shortlist(user_id, device)
+        t = time.perf_counter()
+        result = self.reranker.rerank(user_id, short.rerank_candidates(), short.context, q)
+        timings = {**short.timings_ms, "rerank": _ms(t)}
+        timings["total"] = _ms(started)
+        fallbacks = list(short.fallbacks)
+        if not result.applied and result.status != "disabled":
+            fallbacks.append(f"rerank_{result.status}")
+        by_id = {s.item_id: s for s in short.items}
+        items = [_item(by_id[r.item_id], r) for r in result.items[:k]]
+        return Recommendation(
+            user_id=user_id, k=k, cold_start=short.cold_start, items=items, features=_snapshot(short),
+            model=short.model, timings_ms={name: round(ms, 3) for name, ms in timings.items()},
+            rerank=_rerank_info(result), fallbacks=fallbacks,
+        )
+
+    # ---- up to the re-rank
+
+    def shortlist(self, user_id: str, device: str | None = None) -> Shortlist:
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        now_ms = int(self.clock() * 1000)
+        stored, profile = self.read_features(user_id)
+        session = decay_features_to(stored, now_ms, self.settings.features) if stored else None
+        context = live_context(session, self.catalog.rows, now_ms, self.settings.features, device)
+        cold = stored is None and profile is None and user_id not in self._known_users
+        fallbacks = ["cold_start"] if cold else []
+        timings["features"] = _ms(t)
+
+        t = time.perf_counter()
+        retrieval_context = {"daypart": context.daypart, "device": context.device, "is_weekend": context.is_weekend}
+        recent = list((session or {}).get("last_items") or ())  # watched just now: not worth recommending again
+        candidates = self.generator.candidates(user_id, session, retrieval_context, self.settings.serving.candidates,
+                                               exclude=recent + list(self.catalog.missing))
+        rows = [self.catalog.rows[c.item_id] for c in candidates]
+        timings["candidates"] = _ms(t)
+
+        t = time.perf_counter()
+        wd, model = None, None
+        if candidates:
+            request = RequestContext(user_id, now_ms, context.device or "", self.settings.features.timezone)
+            try:
+                wd, model = self.scorer.score(stored, rows, profile, request)
+            except PredictError as e:
+                reason = "model_unavailable" if e.code in _UNAVAILABLE else "model_error"
+                log.warning("scoring fell back to retrieval order (%s): %s", reason, e)
+                fallbacks.append(reason)
+        # Without W&D, the generator's own order (its sources' scores are not comparable) is the relevance.
+        relevance = wd if wd is not None else 1.0 - np.arange(len(candidates)) / max(len(candidates), 1)
+        timings["scoring"] = _ms(t)
+
+        t = time.perf_counter()
+        codes = self.generator.catalog.encode([c.item_id for c in candidates])
+        picked = mmr(relevance, self.generator.genres[codes], self.settings.serving.mmr_lambda,
+                     self.settings.serving.top_n)
+        items = [_shortlisted(candidates[i], rows[i], None if wd is None else float(wd[i]), float(relevance[i]))
+                 for i in picked]
+        timings["diversity"] = _ms(t)
+        return Shortlist(user_id, now_ms, cold, session, profile, context, items, model, fallbacks, timings)
+
+    def read_features(self, user_id: str) -> tuple[dict | None, dict | None]:
+        """The stored session row and the profile, each None when the user has none."""
+        try:
+            with self._store_lock:
+                (stored,) = self.store.online_features([user_id])
+                (profile,) = self.store.profile_features([user_id])
+        except Exception as e:  # any failure of the store is the store's, not this request's
+            log.exception("online feature read failed")
+            raise FeatureStoreUnavailable(f"feature store unavailable: {type(e).__name__}: {e}") from e
+        stored = stored if stored.get("last_event_ts_ms") is not None else None
+        profile = profile if profile.get("profile_events") is not None else None
+        return stored, profile
+
+
+def _ms(since: float) -> float:
+    return (time.perf_counter() - since) * 1000.0
+
+
+def _shortlisted(candidate, row: dict, wd: float | None, relevance: float) -> Shortlisted:
+    year, minutes = row.get("year"), row.get("duration_minutes")
+    return Shortlisted(
+        item_id=candidate.item_id, title=str(row["title"]), genres=tuple(row.get("genres") or ()),
+        year=None if year is None else int(year), duration_minutes=None if minutes is None else float(minutes),
+        source=candidate.source, retrieval_score=float(candidate.score), wd_score=wd, relevance=relevance,
+    )
+
+
+def _item(s: Shortlisted, ranked: RankedItem) -> RecommendedItem:
+    return RecommendedItem(
+        item_id=s.item_id, title=s.title, genres=list(s.genres), source=s.source,
+        scores=ItemScores(retrieval=round(s.retrieval_score, 6),
+                          wide_deep=None if s.wd_score is None else round(s.wd_score, 6),
+                          final=round(float(ranked.score), 6)),
+        reason=ranked.reason or SOURCE_REASONS.get(s.source, ""),
+    )
+
+
+def _rerank_info(result: RerankResult) -> RerankInfo:
+    return RerankInfo(applied=result.applied, status=result.status, mode=result.mode, model=result.model,
+                      latency_ms=round(result.latency_ms, 3), cache_age_s=getattr(result, "cache_age_s", None))
+
+
+def _snapshot(short: Shortlist) -> FeatureSnapshot:
+    session = short.session
+    return FeatureSnapshot(
+        found=session is not None,
+        age_s=None if session is None else session["time_since_last_event_s"],
+        last_event_ts_ms=None if session is None else int(session["last_event_ts_ms"]),
+        session=None if session is None else {k: v for k, v in session.items() if k != "user_id"},
+        profile=None if short.profile is None else {k: v for k, v in short.profile.items() if k != "user_id"},
+        context=dataclasses.asdict(short.context),
+    )

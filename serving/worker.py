@@ -1,0 +1,183 @@
+"""The re-rank refresh worker: keeps the cached LLM re-ranks in step with users' live context.
+
+The stream job publishes every updated user feature row to ``kafka.features_topic``. For
+each row the worker computes the user's context signature; when it differs from the one it
+last refreshed for (day-part, device, leading genres, session: ``serving.rerank.context``),
+it runs the pipeline up to the re-rank and calls ``Reranker.refresh``, so the user's next
+request finds the re-rank ``cached`` instead of waiting on, or timing out on, the LLM.
+
+It runs inside the API process (``streamrec serve --with-worker``), a thread beside the
+request handlers, because the re-rank cache is in-process memory: one node, one cache, one
+worker. Several API nodes would each need every user's rows (a consumer group per node, N
+times the LLM calls), or the cache moved to a shared store (Redis) with one worker group;
+see the serving notes in the report.
+
+Rows are at-least-once and may arrive in a burst: within one poll only a user's newest row
+counts, rows older than the session gap are skipped (the context they describe is over),
+and a refresh that changes nothing is never made.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from typing import Callable
+
+from kafka import KafkaConsumer
+from kafka.errors import KafkaError
+
+from serving.metrics import ServingMetrics
+from serving.pipeline import FeatureStoreUnavailable, Pipeline
+from serving.rerank import Reranker, context_signature, live_context
+from streamrec.config import Settings
+from streams.kafka_util import client_options
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GROUP = "streamrec-rerank-worker"
+# Users whose last refreshed signature is remembered; beyond it the oldest are forgotten (and refreshed again).
+MAX_TRACKED_USERS = 100_000
+# One poll's rows are refreshed one by one, each maybe an LLM call: keep a poll small enough to finish well
+# within max.poll.interval.ms.
+MAX_POLL_RECORDS = 50
+RETRY_S = 5.0
+
+
+class RefreshWorker:
+    def __init__(self, settings: Settings, pipeline: Pipeline, reranker: Reranker, metrics: ServingMetrics,
+                 group_id: str = DEFAULT_GROUP, clock: Callable[[], float] = time.time):
+        self.settings = settings
+        self.pipeline = pipeline
+        self.reranker = reranker
+        self.metrics = metrics
+        self.group_id = group_id
+        self.clock = clock
+        self.state = "stopped"  # stopped | connecting | consuming | error: <why>
+        self.partitions: list[int] = []
+        self._refreshed: OrderedDict[str, str] = OrderedDict()  # user -> signature of the last refresh
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="rerank-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        self.state = "stopped"
+
+    def status(self) -> dict:
+        return {"state": self.state, "topic": self.settings.kafka.features_topic, "group": self.group_id,
+                "partitions": self.partitions}
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.state = "connecting"
+            try:
+                consumer = self._consumer()
+            except KafkaError as e:
+                self.state = f"error: {type(e).__name__}: {e}"
+                log.warning("re-rank worker cannot reach Kafka at %s (%s); retrying in %.0fs",
+                            self.settings.kafka.bootstrap_servers, e, RETRY_S)
+                self._stop.wait(RETRY_S)
+                continue
+            try:
+                self._consume(consumer)
+            except KafkaError as e:
+                self.state = f"error: {type(e).__name__}: {e}"
+                log.warning("re-rank worker lost Kafka (%s); reconnecting in %.0fs", e, RETRY_S)
+                self._stop.wait(RETRY_S)
+            finally:
+                consumer.close()
+
+    def _consumer(self) -> KafkaConsumer:
+        kafka = self.settings.kafka
+        consumer = KafkaConsumer(
+            group_id=self.group_id,
+            # A new group starts at the beginning: old rows are skipped as stale, the recent ones refreshed.
+            auto_offset_reset="earliest",
+            enable_auto_commit=True,  # a lost refresh only costs one cache miss
+            session_timeout_ms=kafka.session_timeout_ms,
+            heartbeat_interval_ms=max(kafka.session_timeout_ms // 3, 100),
+            request_timeout_ms=kafka.request_timeout_ms,
+            max_poll_records=MAX_POLL_RECORDS,
+            **client_options(kafka),
+        )
+        consumer.subscribe([kafka.features_topic])
+        return consumer
+
+    def _consume(self, consumer: KafkaConsumer) -> None:
+        while not self._stop.is_set():
+            batch = consumer.poll(timeout_ms=500)
+            self.partitions = sorted(tp.partition for tp in consumer.assignment())
+            if self.partitions:
+                self.state = "consuming"
+            newest: dict[str, dict] = {}
+            for records in batch.values():
+                for record in records:
+                    row = _parse(record.value)
+                    if row is None:
+                        self.metrics.worker_skips.labels("invalid").inc()
+                        continue
+                    if row["user_id"] in newest:
+                        self.metrics.worker_skips.labels("superseded").inc()
+                    newest[row["user_id"]] = row  # a user's rows are in one partition, in order
+            for row in newest.values():
+                if self._stop.is_set():
+                    return
+                self.handle(row)
+
+    # ---- one row
+
+    def handle(self, row: dict) -> str:
+        """Refresh the user's re-rank if their context changed materially; returns what was done
+        (the re-rank status of a refresh, else ``skipped_<reason>``), also counted in the metrics."""
+        cfg = self.settings.features
+        now_ms = int(self.clock() * 1000)
+        user_id = row["user_id"]
+        if now_ms - row["last_event_ts_ms"] > cfg.session_gap_minutes * 60_000:
+            return self._skip("stale")
+        context = live_context(row, self.pipeline.catalog.rows, now_ms, cfg)
+        if self._refreshed.get(user_id) == context_signature(context):
+            return self._skip("unchanged")
+        try:
+            short = self.pipeline.shortlist(user_id)
+        except FeatureStoreUnavailable as e:
+            log.warning("re-rank worker skipped %s: %s", user_id, e)
+            return self._skip("feature_store_unavailable")
+        # The re-rank is keyed by the context the API will see, read from the store like a request.
+        signature = context_signature(short.context)
+        if self._refreshed.get(user_id) == signature:
+            return self._skip("unchanged")
+        result = self.reranker.refresh(user_id, short.rerank_candidates(), short.context)
+        self.metrics.worker_refreshes.labels(result.status).inc()
+        if result.applied:
+            self._refreshed[user_id] = signature
+            self._refreshed.move_to_end(user_id)
+            while len(self._refreshed) > MAX_TRACKED_USERS:
+                self._refreshed.popitem(last=False)
+        return result.status
+
+    def _skip(self, reason: str) -> str:
+        self.metrics.worker_skips.labels(reason).inc()
+        return f"skipped_{reason}"
+
+
+def _parse(value: bytes) -> dict | None:
+    """A feature row from the topic, or None when it is not one (no user or last event time)."""
+    try:
+        row = json.loads(value)
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(row, dict) or not isinstance(row.get("user_id"), str) or not row["user_id"]:
+        return None
+    if isinstance(row.get("last_event_ts_ms"), bool) or not isinstance(row.get("last_event_ts_ms"), int):
+        return None
+    return row
