@@ -41,6 +41,7 @@ PROTOCOLS = {
 }
 MODELS = ("most-popular", "item-knn", "bpr", "wide-deep", "wide-deep-no-live")
 ACTIVITY_BINS = (1, 5, 10, 20, 50, 100)  # train positives per user: bucket lower bounds
+_SCORE_ROWS = 50_000  # rows per model call when scoring
 
 
 class WideDeepRanker:
@@ -69,13 +70,19 @@ class WideDeepRanker:
     def score(self, user_idx: np.ndarray, item_idx: np.ndarray | None = None) -> np.ndarray:
         if self.model is None:
             raise RuntimeError("WideDeepRanker is not fitted: call fit() first")
+        users = np.asarray(user_idx)
         n = len(self.items) if item_idx is None else np.asarray(item_idx).shape[1]
-        out = np.empty((len(user_idx), n), dtype=np.float32)
-        for row, user in enumerate(np.asarray(user_idx)):
-            candidates = self.items if item_idx is None else self.items.iloc[item_idx[row]]
-            inputs = model_inputs(candidate_frame(self.contexts.loc[user], candidates), self.timezone, self.live)
-            out[row] = np.asarray(self.model(inputs, training=False)).ravel()
-        return out
+        step = max(1, _SCORE_ROWS // n)
+        # Many users per model call (a call per user would cost more than the scoring), bounded in memory.
+        scores = [self._score_rows(users[lo:lo + step], None if item_idx is None else item_idx[lo:lo + step])
+                  for lo in range(0, len(users), step)]
+        return np.concatenate(scores).reshape(len(users), n)
+
+    def _score_rows(self, users: np.ndarray, item_idx: np.ndarray | None) -> np.ndarray:
+        frames = [candidate_frame(self.contexts.loc[user], self.items if item_idx is None else self.items.iloc[item_idx[row]])
+                  for row, user in enumerate(users)]
+        inputs = model_inputs(pd.concat(frames, ignore_index=True), self.timezone, self.live)
+        return np.asarray(self.model(inputs, training=False)).ravel()
 
 
 def context_rows(prepared: Prepared, split: LooSplit | FullSplit) -> pd.DataFrame:

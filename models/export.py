@@ -1,8 +1,10 @@
-"""Export a trained ranker into a TF Serving model repo: ``<repo>/<name>/<version>/`` plus ``metadata.json``.
+"""Export a trained ranker into a TF Serving model repo: ``<repo>/<name>/<version>/``.
 
-The SavedModel has one signature, ``serving_default``: the model's named inputs in, ``{"score": (batch, 1)
-float32}`` out, a fixed name clients can rely on. A version is written under a dot-name and renamed into place
-whole, so a server polling the repo never loads a half-written one (it only looks at numeric names).
+The version directory holds the SavedModel, whose one signature ``serving_default`` takes the model's named
+inputs and returns ``{"score": (batch, 1) float32}``, a fixed name clients rely on; ``metadata.json`` (features,
+training data, metrics, seed); and ``model.keras``, the Keras model itself for analysis or in-process scoring
+(``keras.saving.load_model(path, compile=False)``), which TF Serving ignores. A version is written under a
+dot-name and renamed into place whole, so a server polling the repo never loads a half-written one.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from streamrec.errors import UserError
 
 SIGNATURE = "serving_default"
 METADATA = "metadata.json"
+KERAS_FILE = "model.keras"
 
 
 def feature_list(live: bool) -> dict[str, dict]:
@@ -49,6 +52,7 @@ def export_model(model, model_dir: Path, live: bool, metadata: dict) -> tuple[in
     spec = {name: tf.TensorSpec([None, width], dtype, name=name) for name, (dtype, width) in input_spec(live).items()}
     archive.add_endpoint(SIGNATURE, lambda inputs: {OUTPUT: model(inputs, training=False)}, input_signature=[spec])
     archive.write_out(str(staging), verbose=False)
+    model.save(staging / KERAS_FILE)
     record = {
         "name": model_dir.name,
         "version": version,

@@ -6,26 +6,13 @@ so a list does not fill up with near-copies of its best item. Relevance is min-m
 scaled over the candidates first, so it shares the 0..1 range of the cosine
 similarity of non-negative genre vectors and λ means the same whatever the model's
 score scale. λ = 1 keeps the relevance order; smaller λ trades relevance for variety.
+The pipeline passes the candidate generator's genre vectors (``models.retrieval.sources.genre_vectors``).
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 import numpy as np
-
-from features.context import GENRE_INDEX, GENRES
-
-
-def genre_vectors(genres_per_item: Sequence[Sequence[str]]) -> np.ndarray:
-    """One unit-length row per item over GENRES; unknown genre names are ignored, and an item
-    with none left is all zeros (similar to nothing)."""
-    vectors = np.zeros((len(genres_per_item), len(GENRES)))
-    for row, genres in enumerate(genres_per_item):
-        for g in genres:
-            if g in GENRE_INDEX:
-                vectors[row, GENRE_INDEX[g]] = 1.0
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.divide(vectors, norms, out=vectors, where=norms > 0)
 
 
 def mmr(relevance: Sequence[float], vectors: np.ndarray, lam: float, n: int) -> list[int]:

@@ -212,7 +212,8 @@ class Scorer:
 
 
 def predict_with_spec(client: PredictClient, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], ModelInfo]:
-    """``client.predict`` keeping the response's model_spec (which version answered), through its own channel."""
+    """``client.predict``, but keeping the response's model_spec (which version answered) and building
+    the request tensors directly (see ``tensor_proto``), through the client's own channel."""
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
 
@@ -220,10 +221,25 @@ def predict_with_spec(client: PredictClient, inputs: dict[str, np.ndarray]) -> t
     request.model_spec.name = client.model_name
     request.model_spec.signature_name = "serving_default"
     for name, value in inputs.items():
-        request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+        request.inputs[name].CopyFrom(tensor_proto(value))
     response = client._call(client._stub.Predict, request)
     outputs = {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
     return outputs, ModelInfo(response.model_spec.name, response.model_spec.version.value)
+
+
+def tensor_proto(value: np.ndarray):
+    """The TensorProto ``tf.make_tensor_proto`` would give for a numeric or string array, at a fraction of
+    its cost: it converts each string through a codec lookup, ~3,400 strings per 200-candidate request."""
+    import tensorflow as tf
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
+
+    value = np.asarray(value)
+    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in value.shape])
+    if value.dtype == object or value.dtype.kind in "US":
+        strings = [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in value.ravel().tolist()]
+        return tensor_pb2.TensorProto(dtype=tf.string.as_datatype_enum, tensor_shape=shape, string_val=strings)
+    return tensor_pb2.TensorProto(dtype=tf.dtypes.as_dtype(value.dtype).as_datatype_enum, tensor_shape=shape,
+                                  tensor_content=np.ascontiguousarray(value).tobytes())
 
 
 class Pipeline:

@@ -26,6 +26,9 @@ COMMAND_MODULES = (
     "streams.cli",
     "streams.stream_cli",
     "features.cli",
+    "models.cli",
+    "serving.model_server.cli",
+    "serving.cli",
     "streamrec.bench",
     "streamrec.demo",
 )

@@ -2,22 +2,24 @@
 
 ``parse_event`` turns raw input into an ``Event`` or raises ``InvalidEvent``
 with a short stable ``reason`` code (DLQ header, metrics) and a ``detail`` that
-names the field and the problem. It sits on the ingest hot path: JSON is parsed
-once, by jiter (strict, and several times faster than the json module), and
-each field is checked with plain type tests and one regex.
+names the field and the problem. It sits on the ingest hot path, so a valid
+event is vouched for by a fast path (msgspec decodes and type-checks it in C)
+and only what that path cannot vouch for goes through the precise validator
+(jiter, strict, then one check per field), which finds the exact reason.
 """
 from __future__ import annotations
 
 import json
 import math
 import re
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from json.encoder import encode_basestring as _quote
-from typing import Any, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 import jiter
+import msgspec
 
 EVENT_TYPES = ("click", "watch")
 MAX_DEVICE_CHARS = 64
@@ -31,7 +33,7 @@ ALLOWED = REQUIRED | {"watch_seconds", "context"}
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MS = timedelta(milliseconds=1)
-_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_FLOAT_MAX = sys.float_info.max
 
 
 class InvalidEvent(ValueError):
@@ -75,18 +77,38 @@ class Event:
     def to_json_bytes(self) -> bytes:
         """Canonical UTF-8 JSON: sorted keys, no spaces; ``parse_event`` of it gives back an equal Event.
 
-        Equal to ``json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)``,
-        written out by hand because this runs for every event and the generic encoder costs twice as much.
+        Equal to ``json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)``.
+        This runs for every event, so msgspec writes it whenever its output is the same: it always is
+        but for floats outside [1e-4, 1e16), which it writes in another (equally valid) notation.
         """
-        q = _quote
-        head = '{"device":' if self.context is None else '{"context":' + _ENCODER.encode(self.context) + ',"device":'
-        text = (
-            f'{head}{q(self.device)},"event_id":{q(self.event_id)},"event_type":{q(self.event_type)},'
-            f'"item_id":{q(self.item_id)},"session_id":{q(self.session_id)},"ts":{self.ts_ms},"user_id":{q(self.user_id)}'
-        )
-        if self.watch_seconds is not None:
-            text += f',"watch_seconds":{self.watch_seconds!r}'  # int/float repr is what json writes
-        return (text + "}").encode("utf-8")
+        if _find_float(self.watch_seconds, _written_differently) or _find_float(self.context, _written_differently):
+            return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        return _encode_canonical(_Canonical(
+            self.event_id, self.event_type, self.user_id, self.item_id, self.ts_ms, self.device, self.session_id,
+            self.watch_seconds, self.context,
+        ))
+
+
+class _Canonical(msgspec.Struct, omit_defaults=True):
+    """An Event laid out as its canonical JSON object."""
+
+    event_id: str
+    event_type: str
+    user_id: str
+    item_id: str
+    ts: int
+    device: str
+    session_id: str
+    watch_seconds: float | None = None
+    context: dict | None = None
+
+
+_encode_canonical = msgspec.json.Encoder(order="sorted").encode
+
+
+def _written_differently(x: float) -> bool:
+    """True for the floats msgspec writes unlike ``json`` (and for infinity, which JSON cannot carry)."""
+    return not (x == 0 or 1e-4 <= abs(x) < 1e16)
 
 
 def as_bytes(raw: bytes | str | Mapping | Any) -> bytes:
@@ -108,10 +130,14 @@ def as_bytes(raw: bytes | str | Mapping | Any) -> bytes:
     return as_bytes(text)
 
 
+def _strict_json(data: bytes) -> Any:
+    # Strict JSON: no NaN/Infinity, no duplicate keys (Python's json and msgspec keep the last one silently).
+    return jiter.from_json(data, allow_inf_nan=False, catch_duplicate_keys=True, cache_mode="keys")
+
+
 def _decode(data: bytes) -> Any:
-    # Strict JSON: no NaN/Infinity, no duplicate keys (Python's json would keep the last one silently).
     try:
-        return jiter.from_json(data, allow_inf_nan=False, catch_duplicate_keys=True, cache_mode="keys")
+        return _strict_json(data)
     except ValueError as e:
         message = str(e)
     try:
@@ -123,19 +149,24 @@ def _decode(data: bytes) -> Any:
     raise InvalidEvent("not_json", message)
 
 
-def _has_infinity(value: Any) -> bool:
-    # A literal too large for a float (1e400) parses to infinity, which the canonical form cannot carry.
+def _find_float(value: Any, test) -> bool:
+    """Whether ``test`` holds for any float in ``value``, however deeply nested."""
     t = type(value)
     if t is float:
-        return not math.isfinite(value)
+        return test(value)
     if t is dict:
         value = value.values()
     elif t is not list:
         return False
     for v in value:
-        if _has_infinity(v):
+        if _find_float(v, test):
             return True
     return False
+
+
+def _is_infinite(x: float) -> bool:
+    # A literal too large for a float (1e400) parses to infinity, which the canonical form cannot carry.
+    return not math.isfinite(x)
 
 
 def _show(value: Any) -> str:
@@ -196,8 +227,8 @@ def _watch_seconds(obj: dict, event_type: str) -> float | None:
         raise InvalidEvent("missing_field", "watch_seconds: required for watch events")
     if type(value) is not int and type(value) is not float:
         raise InvalidEvent("wrong_type", f"watch_seconds: expected a number, got {_got(value)}")
-    if not math.isfinite(value):
-        raise InvalidEvent("number_out_of_range", f"watch_seconds: {value} is beyond a float's range")
+    if not -_FLOAT_MAX <= value <= _FLOAT_MAX:  # also an int too large for a float (math.isfinite would raise)
+        raise InvalidEvent("number_out_of_range", f"watch_seconds: {_show(value)} is beyond a float's range")
     if value < 0:
         raise InvalidEvent("negative_watch_time", f"watch_seconds: must be >= 0, got {value}")
     return value
@@ -214,6 +245,77 @@ def parse_event(
     data = as_bytes(raw)
     if len(data) > max_bytes:
         raise InvalidEvent("oversize", f"event is {len(data)} bytes, the limit is {max_bytes}")
+    if now_ms is None:
+        now_ms = time.time_ns() // 1_000_000
+    return _vouch(data, now_ms, max_future_skew_s) or _validate(data, now_ms, max_future_skew_s)
+
+
+_NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class _Wire(msgspec.Struct, forbid_unknown_fields=True):
+    """An event as sent, with every check msgspec can make in C while it decodes."""
+
+    event_id: str
+    event_type: Literal["click", "watch"]
+    user_id: _NonEmpty
+    item_id: _NonEmpty
+    ts: int | str
+    device: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_DEVICE_CHARS)]
+    session_id: _NonEmpty
+    watch_seconds: int | float | None = None
+    context: msgspec.Raw = msgspec.Raw()  # left to jiter, which rejects duplicate keys
+
+
+_decode_wire = msgspec.json.Decoder(_Wire).decode
+# A top-level key is one of these names, written as-is unless \u-escaped; so when no
+# \u occurs, a key that occurs twice shows as a name found twice in quotes.
+_QUOTED_NAME = re.compile(b'"(?:' + b"|".join(n.encode() for n in sorted(ALLOWED)) + b')"')
+
+
+def _vouch(data: bytes, now_ms: int, max_future_skew_s: float) -> Event | None:
+    """The Event if ``data`` is a plainly valid event, else None: the precise validator then decides.
+
+    Accepts only what ``_validate`` accepts, giving an equal Event. msgspec keeps the last of
+    duplicate keys silently, so any input where a top-level key might repeat is left to ``_validate``.
+    """
+    try:
+        wire = _decode_wire(data)
+    except ValueError:  # msgspec.DecodeError and UnicodeDecodeError
+        return None
+    if b"\\u" in data:
+        return None
+    names = _QUOTED_NAME.findall(data)
+    if len(names) != len(set(names)) or not _UUID.fullmatch(wire.event_id):
+        return None
+    try:
+        ts_ms = _timestamp_ms(wire.ts, now_ms, max_future_skew_s)
+    except InvalidEvent:
+        return None
+    watch_seconds = wire.watch_seconds
+    if wire.event_type == "click":
+        if watch_seconds is not None:
+            return None
+    elif watch_seconds is None or not 0 <= watch_seconds <= _FLOAT_MAX:
+        return None
+    context = wire.context
+    if context:
+        try:
+            context = _strict_json(bytes(context))
+        except ValueError:
+            return None
+        if context is not None and (type(context) is not dict or _find_float(context, _is_infinite)):
+            return None
+    else:
+        context = None
+    return Event(  # positional: keywords cost measurably on this path
+        wire.event_id.lower(), wire.event_type, wire.user_id, wire.item_id, ts_ms, wire.device, wire.session_id,
+        watch_seconds, context,
+    )
+
+
+def _validate(data: bytes, now_ms: int, max_future_skew_s: float) -> Event:
+    """The precise validator: the Event, or ``InvalidEvent`` naming the first problem found."""
     obj = _decode(data)
     if type(obj) is not dict:
         raise InvalidEvent("not_object", f"an event is a JSON object, got {_got(obj)}")
@@ -244,12 +346,10 @@ def parse_event(
     if context is not None:
         if type(context) is not dict:
             raise InvalidEvent("wrong_type", f"context: expected an object, got {_got(context)}")
-        if _has_infinity(context):
+        if _find_float(context, _is_infinite):
             raise InvalidEvent("number_out_of_range", "context: holds a number beyond a float's range")
 
-    if now_ms is None:
-        now_ms = time.time_ns() // 1_000_000
-    return Event(  # positional: keywords cost measurably on this path
+    return Event(
         event_id.lower(),
         event_type,
         _string(obj, "user_id"),

@@ -1,0 +1,354 @@
+"""The recommend API end to end on a real stack (``tests/fixtures/serving_stack.py``): Feast on SQLite,
+the model server serving a trained Wide & Deep export, the candidate generator, the fake OpenAI-compatible
+LLM server (``tests/fixtures/fake_llm.py``) and, for the refresh worker, the embedded broker."""
+from __future__ import annotations
+
+import copy
+import json
+import time
+import uuid
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from features.context import DEVICES
+from serving.app import create_app
+from serving.metrics import STAGES
+from streamrec.config import LLMConfig, Settings
+from tests.fixtures.fake_llm import candidate_ids
+from tests.fixtures.serving_stack import INJECTION
+from tests.helpers import assert_eventually, free_port
+
+pytestmark = pytest.mark.integration
+
+INTENT = json.dumps({"genre_weights": [{"genre": "Comedy", "weight": 1}], "mood": "funny", "preferred_length": "any",
+                     "exclude_genres": [], "reason": "Something light"})
+ITEM_FIELDS = {"item_id", "title", "genres", "source", "scores", "reason"}
+RESPONSE_FIELDS = {"user_id", "k", "cold_start", "items", "features", "model", "timings_ms", "rerank", "fallbacks"}
+
+
+def stack_settings(stack, llm_url: str, **changes) -> Settings:
+    """The stack's settings with an LLM section of the test's own; ``changes``: section__key=value."""
+    settings = copy.deepcopy(stack.settings)
+    settings.llm = LLMConfig(base_url=llm_url, model="fake-llm", budget_ms=5000, timeout_seconds=20)
+    for key, value in changes.items():
+        section, name = key.split("__")
+        setattr(getattr(settings, section), name, value)
+    return settings
+
+
+def client_for(settings: Settings, **app_options) -> TestClient:
+    return TestClient(create_app(settings, **app_options))
+
+
+@pytest.fixture(scope="module")
+def api(serving_stack, _fake_llm_server):
+    """The API in intent mode with a generous LLM budget (the fake answers at once unless told otherwise)."""
+    with client_for(stack_settings(serving_stack, _fake_llm_server.base_url)) as client:
+        yield client
+
+
+def recommend(client: TestClient, **params) -> dict:
+    r = client.get("/recommend", params=params)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def metric(client: TestClient, sample: str, **labels) -> float:
+    """A sample's value from /metrics (0 when absent)."""
+    text = client.get("/metrics").text
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return 0.0
+
+
+def wait_for_metric(client: TestClient, value: float, sample: str, **labels) -> None:
+    def check():
+        assert metric(client, sample, **labels) == value
+
+    assert_eventually(check, timeout_s=60)
+
+
+# ---------------------------------------------------------------- the contract
+
+
+def test_response_contract(api, serving_stack, fake_llm):
+    from models.retrieval import CandidateGenerator, retrieval_dir
+
+    fake_llm.answer(INTENT)
+    user = serving_stack.user_ids[0]
+    body = recommend(api, user_id=user, k=5)
+
+    assert set(body) == RESPONSE_FIELDS
+    assert body["user_id"] == user and body["k"] == 5 and body["cold_start"] is False
+    items = body["items"]
+    ids = [i["item_id"] for i in items]
+    assert len(ids) == 5 and len(set(ids)) == 5
+    assert set(ids) <= serving_stack.item_ids
+    for item in items:
+        assert set(item) == ITEM_FIELDS
+        assert isinstance(item["title"], str) and item["title"]
+        assert isinstance(item["genres"], list) and item["source"] in ("embedding", "content", "popular")
+        assert isinstance(item["scores"]["retrieval"], float)
+        assert 0.0 <= item["scores"]["wide_deep"] <= 1.0
+        assert isinstance(item["scores"]["final"], float)
+        assert isinstance(item["reason"], str) and item["reason"]
+
+    # Every item is one retrieval would give for the features and context the response reports.
+    features = body["features"]
+    assert features["found"] is True and features["age_s"] >= 0
+    ctx = features["context"]
+    generator = CandidateGenerator.load(retrieval_dir(serving_stack.settings))
+    candidates = generator.candidates(
+        user, features["session"], {f: ctx[f] for f in ("daypart", "device", "is_weekend")},
+        serving_stack.settings.serving.candidates, exclude=features["session"]["last_items"])
+    assert set(ids) <= {c.item_id for c in candidates}
+    assert not set(ids) & set(features["session"]["last_items"])  # just watched: not recommended again
+
+    assert body["model"] == {"name": "wide_deep", "version": 1}
+    assert set(body["timings_ms"]) == set(STAGES)
+    assert all(ms >= 0 for ms in body["timings_ms"].values())
+    assert body["timings_ms"]["total"] >= max(ms for stage, ms in body["timings_ms"].items() if stage != "total")
+    assert body["rerank"]["applied"] is True and body["rerank"]["status"] == "applied"
+    assert body["rerank"]["mode"] == "intent" and body["rerank"]["model"] == "fake-llm"
+    assert body["fallbacks"] == []
+    assert ctx["device"] == features["session"]["last_device"]
+
+
+def test_device_parameter_overrides_the_live_device(api, serving_stack, fake_llm):
+    fake_llm.answer(INTENT)
+    user = serving_stack.user_ids[1]
+    live = recommend(api, user_id=user, k=3)["features"]["context"]["device"]
+    other = next(d for d in DEVICES if d != live)
+    assert recommend(api, user_id=user, k=3, device=other)["features"]["context"]["device"] == other
+
+
+def test_unknown_user_gets_the_cold_start_path(api, serving_stack, fake_llm):
+    fake_llm.answer(INTENT)
+    body = recommend(api, user_id="never-seen-viewer", k=4, device="tv", q="something funny")
+    assert body["cold_start"] is True and "cold_start" in body["fallbacks"]
+    assert body["features"]["found"] is False and body["features"]["context"]["device"] == "tv"
+    ids = [i["item_id"] for i in body["items"]]
+    assert len(ids) == 4 and set(ids) <= serving_stack.item_ids
+    assert body["model"]["version"] == 1  # still scored, from the context alone
+    assert "something funny" in fake_llm.received()[-1]["messages"][-1]["content"]
+
+
+@pytest.mark.parametrize("params, field", [
+    ({"k": 3}, "user_id"),
+    ({"user_id": "u0001", "k": 0}, "k"),
+    ({"user_id": "u0001", "k": 21}, "k"),
+    ({"user_id": "u0001", "k": "many"}, "k"),
+    ({"user_id": "has space", "k": 3}, "user_id"),
+    ({"user_id": "", "k": 3}, "user_id"),
+    ({"user_id": "u0001", "device": "toaster"}, "device"),
+    ({"user_id": "u0001", "q": "x" * 201}, "q"),
+])
+def test_bad_parameters_get_a_422_naming_the_field(api, params, field):
+    r = api.get("/recommend", params=params)
+    assert r.status_code == 422
+    errors = r.json()["detail"]
+    assert [e["loc"] for e in errors] == [["query", field]] and errors[0]["msg"]
+
+
+def test_bearer_token_when_configured(serving_stack, _fake_llm_server):
+    settings = stack_settings(serving_stack, _fake_llm_server.base_url, serving__auth_token="s3cret", llm__enabled=False)
+    with client_for(settings) as client:
+        params = {"user_id": serving_stack.user_ids[0], "k": 2}
+        missing = client.get("/recommend", params=params)
+        assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+        assert "missing bearer token" in missing.json()["detail"]
+        wrong = client.get("/recommend", params=params, headers={"Authorization": "Bearer guess"})
+        assert wrong.status_code == 401 and wrong.json()["detail"] == "invalid bearer token"
+        ok = client.get("/recommend", params=params, headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200 and len(ok.json()["items"]) == 2
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert client.get("/healthz").status_code == 200  # open: probes carry no token
+
+
+def test_no_token_needed_when_none_is_configured(api, serving_stack):
+    assert api.get("/recommend", params={"user_id": serving_stack.user_ids[0], "k": 1}).status_code == 200
+
+
+def test_metrics_expose_stage_histograms_fallbacks_feature_age_and_llm(api, serving_stack, fake_llm):
+    fake_llm.answer(INTENT)
+    recommend(api, user_id=serving_stack.user_ids[2], k=2, q="metrics check")
+    recommend(api, user_id="metrics-cold-viewer", k=2)
+    for stage in STAGES:
+        assert metric(api, "streamrec_recommend_stage_seconds_count", stage=stage) >= 2
+    assert metric(api, "streamrec_recommend_fallbacks_total", reason="cold_start") >= 1
+    assert metric(api, "streamrec_recommend_requests_total", path="personal") >= 1
+    assert metric(api, "streamrec_feature_age_seconds_count") >= 1
+    assert metric(api, "streamrec_llm_latency_seconds_count") >= 1
+    assert metric(api, "streamrec_llm_calls_total", outcome="ok") >= 1
+    assert metric(api, "streamrec_recommend_rerank_total", status="applied") >= 1
+
+
+def test_healthz_reports_each_dependency(serving_stack, _fake_llm_server):
+    # No LLM listens on this port: the LLM is down, which degrades answers but does not stop them.
+    settings = stack_settings(serving_stack, f"http://127.0.0.1:{free_port()}/v1")
+    with client_for(settings) as client:
+        r = client.get("/healthz")
+        assert r.status_code == 200
+        body = r.json()
+        assert body["status"] == "degraded"
+        assert body["checks"]["feature_store"] == {"state": "ok", "items": len(serving_stack.item_ids)}
+        assert body["checks"]["model_server"] == {"state": "ok", "model": "wide_deep", "version": 1}
+        assert body["checks"]["llm"]["state"] == "error" and "ConnectError" in body["checks"]["llm"]["detail"]
+        assert "worker" not in body["checks"]
+    settings = stack_settings(serving_stack, _fake_llm_server.base_url, llm__enabled=False)
+    with client_for(settings) as client:
+        body = client.get("/healthz").json()
+        assert body["status"] == "ok" and body["checks"]["llm"] == {"state": "disabled"}
+
+
+def test_model_server_down_degrades_to_retrieval_order(serving_stack, _fake_llm_server):
+    settings = stack_settings(serving_stack, _fake_llm_server.base_url, llm__enabled=False,
+                              model__grpc_port=free_port())
+    with client_for(settings) as client:
+        body = recommend(client, user_id=serving_stack.user_ids[0], k=5)
+        assert body["fallbacks"] == ["model_unavailable"] and body["model"] is None
+        assert len(body["items"]) == 5 and all(i["scores"]["wide_deep"] is None for i in body["items"])
+        assert body["rerank"]["status"] == "disabled"
+        health = client.get("/healthz").json()
+        assert health["status"] == "degraded" and health["checks"]["model_server"]["state"] == "error"
+        assert metric(client, "streamrec_recommend_fallbacks_total", reason="model_unavailable") == 1
+
+
+def test_request_tensors_decode_as_tensorflow_encodes_them():
+    import numpy as np
+    import tensorflow as tf
+
+    from serving.pipeline import tensor_proto
+
+    arrays = [np.array([["i00001", ""], ["é", "x"]], dtype=object), np.random.default_rng(0).random((3, 18), np.float32),
+              np.array([[1], [0]], np.int64), np.array([["phone"]]), np.zeros((0, 1), np.float32)]
+    for value in arrays:
+        ours, theirs = tf.make_ndarray(tensor_proto(value)), tf.make_ndarray(tf.make_tensor_proto(value))
+        assert ours.dtype == theirs.dtype and ours.shape == theirs.shape and (ours == theirs).all()
+
+
+# ---------------------------------------------------------------- re-rank guardrails, through the API
+
+
+def assert_wide_deep_order(body: dict) -> None:
+    """The re-rank did not apply: items keep the MMR order of the W&D shortlist, scored by W&D."""
+    assert body["rerank"]["applied"] is False
+    assert all(i["scores"]["final"] == i["scores"]["wide_deep"] for i in body["items"])
+
+
+def test_slow_llm_times_out_to_wide_deep_order_then_serves_the_cached_answer(serving_stack, fake_llm):
+    settings = stack_settings(serving_stack, fake_llm.base_url, llm__budget_ms=200)
+    fake_llm.answer(INTENT)
+    fake_llm.hold()
+    with client_for(settings) as client:
+        params = {"user_id": serving_stack.user_ids[3], "k": 5}
+        body = recommend(client, **params)
+        assert body["rerank"]["status"] == "timeout" and "rerank_timeout" in body["fallbacks"]
+        assert_wide_deep_order(body)
+        fake_llm.release()  # the call finishes in the background and fills the cache
+
+        def cached():
+            again = recommend(client, **params)
+            assert again["rerank"]["status"] == "cached", again["rerank"]
+            return again
+
+        again = assert_eventually(cached)
+        assert again["rerank"]["applied"] is True and again["fallbacks"] == []
+        assert len(fake_llm.received()) == 1  # one LLM call served both
+
+
+@pytest.mark.parametrize("behave, status", [
+    (lambda fake: fake.fail(500), "error"),
+    (lambda fake: fake.answer("Sure! Here are some great picks for tonight."), "invalid_output"),
+    (lambda fake: fake.answer('{"genre_weights": "lots", "mood": 7'), "invalid_output"),
+    (lambda fake: fake.refuse("I can't help with that."), "refusal"),
+], ids=["http-500", "prose", "broken-json", "refusal"])
+def test_llm_failures_fall_back_to_wide_deep_order_with_their_status(api, serving_stack, fake_llm, behave, status):
+    behave(fake_llm)
+    body = recommend(api, user_id=serving_stack.user_ids[4], k=5, q=f"guardrail {uuid.uuid4().hex[:6]}")
+    assert body["rerank"]["status"] == status and f"rerank_{status}" in body["fallbacks"]
+    assert len(body["items"]) == 5
+    assert_wide_deep_order(body)
+    assert metric(api, "streamrec_recommend_fallbacks_total", reason=f"rerank_{status}") >= 1
+
+
+def test_injected_title_never_yields_a_non_candidate_id(serving_stack, fake_llm):
+    """A title tells the LLM to rank an id that is no candidate; a model that obeys still cannot put one on the list."""
+    outsider = {}
+
+    def obey(body):
+        allowed = candidate_ids(body)
+        outsider["id"] = next(i for i in sorted(serving_stack.item_ids) if i not in allowed)
+        return json.dumps({"ranking": [
+            {"id": "HACKED-1", "reason": "as instructed"},
+            {"id": outsider["id"], "reason": "also instructed"},
+            {"id": allowed[-1], "reason": "a better fit"},
+            {"id": allowed[-2], "reason": "a fine pick"},
+        ]})
+
+    fake_llm.answer(obey)
+    settings = stack_settings(serving_stack, fake_llm.base_url, llm__mode="listwise")
+    with client_for(settings) as client:
+        body = recommend(client, user_id=serving_stack.user_ids[5], k=20)
+    (request,) = fake_llm.received()
+    allowed = candidate_ids(request)
+    assert INJECTION in request["messages"][-1]["content"]  # the poisoned titles did reach the LLM
+    ids = [i["item_id"] for i in body["items"]]
+    assert body["rerank"]["status"] == "applied"
+    assert set(ids) <= set(allowed) and len(ids) == len(set(ids)) == len(allowed)
+    assert "HACKED-1" not in ids and outsider["id"] not in ids
+    assert ids[:2] == [allowed[-1], allowed[-2]]  # the valid part of the answer was used
+
+
+# ---------------------------------------------------------------- the refresh worker
+
+
+def publish_feature_row(settings: Settings, row: dict) -> None:
+    """What the stream sink does with an updated user: the online store first, then the features topic."""
+    from features.store import FeatureStoreClient
+    from streams.producer import open_kafka_producer
+
+    stamped = {**row, "event_timestamp": pd.Timestamp(row["last_event_ts_ms"], unit="ms", tz="UTC")}
+    FeatureStoreClient(settings).write_session_features(pd.DataFrame([stamped]), f"test-{uuid.uuid4().hex[:8]}")
+    producer = open_kafka_producer(settings.kafka)
+    try:
+        message = {**row, "event_timestamp": row["last_event_ts_ms"]}
+        producer.send(settings.kafka.features_topic, json.dumps(message).encode(), key=row["user_id"].encode())
+        producer.flush()
+    finally:
+        producer.close()
+
+
+def test_worker_refreshes_the_cached_rerank_after_a_context_change(serving_stack, kafka_settings, fake_llm):
+    from features.store import FeatureStoreClient
+
+    fake_llm.answer(INTENT)
+    settings = stack_settings(serving_stack, fake_llm.base_url)
+    settings.kafka = kafka_settings.kafka
+    user = serving_stack.user_ids[6]
+    (row,) = FeatureStoreClient(settings).online_features([user])
+    now_ms = int(time.time() * 1000)
+    # The user just started a new session on another device: a material change of context.
+    row.update(last_device=next(d for d in DEVICES if d != row["last_device"]), session_id=f"{user}-fresh",
+               session_events=1, last_event_ts_ms=now_ms)
+
+    with client_for(settings, with_worker=True, worker_group=f"test-{uuid.uuid4().hex[:8]}") as client:
+        publish_feature_row(settings, row)
+        wait_for_metric(client, 1, "streamrec_rerank_worker_refreshes_total", status="applied")
+        calls = len(fake_llm.received())
+        body = recommend(client, user_id=user, k=5)
+        assert body["rerank"]["status"] == "cached"  # the first request already finds the refreshed re-rank
+        assert len(fake_llm.received()) == calls  # and made no LLM call of its own
+        assert body["features"]["context"]["device"] == row["last_device"]
+        worker = client.get("/healthz").json()["checks"]["worker"]
+        assert worker["state"] == "consuming" and worker["topic"] == settings.kafka.features_topic
+
+        publish_feature_row(settings, row)  # the same context again: nothing to refresh
+        wait_for_metric(client, 1, "streamrec_rerank_worker_skips_total", reason="unchanged")
+        assert metric(client, "streamrec_rerank_worker_refreshes_total", status="applied") == 1
