@@ -5,10 +5,10 @@ Protocols (splits from ``models.data``, metrics from ``models.protocols``; k = 1
 - ``full``: ``time_user`` split, each user's last 25% of positives are the test; every item without a train
   positive of the user is ranked; precision, recall, NDCG, MAP@10 and catalog coverage@10.
 
-Wide & Deep trains on the examples (``models.train.prepare``) of the split's train positives only, and scores
-a test user as of a context: under ``loo`` the held-out pick, under ``full`` the user's first test pick (its time
-and device; features strictly before it, point in time, from the same backfilled history), through
-``models.examples.candidate_frame`` and ``model_inputs``: the serving code path.
+Wide & Deep trains on the examples (``models.train.prepare``, in a feature store of the evaluation's own) of
+the split's train positives only, and scores a test user as of a context: under ``loo`` the held-out pick, under
+``full`` the user's first test pick (its time and device; features strictly before it, point in time, from the
+same backfilled history), through ``models.examples.candidate_frame`` and ``model_inputs``: the serving path.
 """
 from __future__ import annotations
 
@@ -114,6 +114,13 @@ def _models(prepared: Prepared, split, settings: Settings, config: WideDeepConfi
     }
 
 
+def scratch_settings(settings: Settings, name: str) -> Settings:
+    """The evaluation's own feature store, under ``<data>/evaluate/<name>`` with the embedded SQLite online store:
+    an offline comparison must not replace the live catalog and profiles, nor write to a shared Redis."""
+    return dataclasses.replace(settings, data_dir=str(settings.data_path / "evaluate" / name),
+                               feast=dataclasses.replace(settings.feast, online_store="sqlite"))
+
+
 def activity_buckets(per_user: pd.DataFrame, metric: str) -> dict[str, dict]:
     """Mean ``metric`` and user count per bucket of train positives (ACTIVITY_BINS), empty buckets left out."""
     edges = [*ACTIVITY_BINS, np.inf]
@@ -132,7 +139,7 @@ def evaluate(
     if unknown or not protocols:
         raise UserError(f"unknown protocol(s) {unknown}; choose from {', '.join(PROTOCOLS)}")
     started = time.monotonic()
-    prepared = prepare(settings, event_log, negatives=negatives, seed=seed)
+    prepared = prepare(scratch_settings(settings, event_log.name), event_log, negatives=negatives, seed=seed)
     seconds: dict = {"prepare": round(time.monotonic() - started, 1)}
     interactions = prepared.interactions
     summary = {

@@ -119,7 +119,7 @@ def entity_rows(
     seen = interacted.groupby("user_id")["item_id"].agg(set)
     rng = np.random.default_rng(seed)
     drawn = np.empty((len(positives), negatives), dtype=object)
-    bounds = positives.groupby("user_id", sort=False).indices  # positives are sorted by user: contiguous rows
+    bounds = positives.groupby("user_id", sort=False).indices
     for user in sorted(bounds):
         rows = bounds[user]
         pool = catalog[~np.isin(catalog, list(seen.get(user, ())))]

@@ -66,23 +66,24 @@ def prepare(settings: Settings, event_log: EventLog, *, negatives: int = 4, seed
     examples of every positive with their point-in-time features."""
     from features.store import FeatureStoreClient, read_catalog
 
-    client = FeatureStoreClient(settings)
-    client.apply()
-    n_items = client.load_catalog(event_log.items)
+    catalog = read_catalog(event_log.items).drop(columns=["event_timestamp"])
     events = event_frame(read_event_log(event_log.events))
     interactions = label_positives(events[["user_id", "item_id", "ts_ms", "event_type", "watch_seconds"]], None, 0.0)
+    positives = decoded_positives(interactions)
+    unknown = sorted(set(positives["item_id"]) - set(catalog["item_id"]))
+    if unknown:
+        raise UserError(f"{len(unknown)} watched item(s) are not in the catalog {event_log.items}, e.g. {unknown[:3]}")
+
+    client = FeatureStoreClient(settings)
+    client.apply()
+    client.load_catalog(event_log.items)
     times = pd.to_datetime(events["ts_ms"], unit="ms", utc=True)
     cuts = profile_cuts(times.min(), times.max())
     for cut in cuts:
         client.build_profiles(events.rename(columns={"ts_ms": "ts"}), cut)
     rows = backfill_session_log(settings, event_log.events, event_log.items)
-    log.info("feast: %d items, %d profile cuts, %d backfilled session rows", n_items, len(cuts), rows)
+    log.info("feast: %d items, %d profile cuts, %d backfilled session rows", len(catalog), len(cuts), rows)
 
-    catalog = read_catalog(event_log.items).drop(columns=["event_timestamp"])
-    positives = decoded_positives(interactions)
-    unknown = sorted(set(positives["item_id"]) - set(catalog["item_id"]))
-    if unknown:
-        raise UserError(f"{len(unknown)} watched item(s) are not in the catalog {event_log.items}, e.g. {unknown[:3]}")
     picked = pick_positives(events, positives)
     interacted = events[["user_id", "item_id"]].drop_duplicates()
     entities = entity_rows(picked, interacted, catalog["item_id"], negatives, seed)

@@ -43,7 +43,7 @@ class WideDeepConfig:
         return asdict(self)
 
 
-def model_inputs_layers(live: bool) -> dict[str, keras.KerasTensor]:
+def input_layers(live: bool) -> dict[str, keras.KerasTensor]:
     """One named ``keras.Input`` per model input (serving-friendly dtypes: string, float32, int64)."""
     return {
         name: keras.Input(shape=(width,), dtype=dtype, name=name)
@@ -75,7 +75,7 @@ def build_model(
 ) -> keras.Model:
     """The compiled model. ``users``/``items``: the embedding vocabularies (ids seen in training, the catalog);
     ``stats_inputs``: model inputs (e.g. the training set's) to take the numeric features' mean and variance from."""
-    x = model_inputs_layers(live)
+    x = input_layers(live)
     reg = keras.regularizers.L2(config.l2)
 
     genres = layers.StringLookup(vocabulary=list(GENRES), output_mode="multi_hot", mask_token="", name="genre_lookup")
@@ -143,10 +143,8 @@ def _one_hot(values, vocabulary: Sequence[str], name: str):
 
 def _top_genre(weights):
     """One-hot of the largest genre weight over 1 + 18 columns; column 0 when every weight is 0 (no history)."""
-    top = ops.one_hot(ops.argmax(weights, axis=1) + 1, _N_GENRES + 1)
-    has_any = ops.cast(ops.sum(weights, axis=1, keepdims=True) > 0, "float32")
-    none = ops.one_hot(ops.zeros_like(ops.argmax(weights, axis=1)), _N_GENRES + 1)
-    return has_any * top + (1.0 - has_any) * none
+    has_any = ops.cast(ops.sum(weights, axis=1) > 0, "int32")
+    return ops.one_hot((ops.cast(ops.argmax(weights, axis=1), "int32") + 1) * has_any, _N_GENRES + 1)
 
 
 def _cross(a, item_genres):

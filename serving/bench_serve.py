@@ -132,7 +132,8 @@ def _users(path: Path, n: int) -> list[str]:
 async def _bench(url: str, headers: dict, users: list[str], args: argparse.Namespace) -> dict:
     import httpx
 
-    limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_IN_FLIGHT)
+    # Idle connections expire before uvicorn's 5 s keep-alive closes them, so none is reused as it closes.
+    limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_IN_FLIGHT, keepalive_expiry=2.0)
     async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=REQUEST_TIMEOUT_S) as client:
         first = await _get(client, users[0], args.k)
         _check_mode(first["rerank"]["status"], args.mode)

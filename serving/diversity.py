@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 
-def mmr(relevance: Sequence[float], vectors: np.ndarray, lam: float, n: int) -> list[int]:
+def mmr(relevance: Sequence[float] | np.ndarray, vectors: np.ndarray, lam: float, n: int) -> list[int]:
     """Indices of up to ``n`` items in pick order; on equal scores the earlier index wins.
 
     ``vectors`` are unit-length (or zero) rows, one per item, so a dot product is the cosine.

@@ -182,33 +182,31 @@ class Scorer:
 
     def __init__(self, client: PredictClient):
         self.client = client
-        self._live: bool | None = None
-        self._output: str | None = None
+        self._signature: tuple[bool, str] | None = None  # (takes live inputs, output name)
 
     def score(self, session: dict | None, items: Sequence[dict], profile: dict | None,
               request: RequestContext) -> tuple[np.ndarray, ModelInfo]:
-        if self._output is None:
-            self._read_signature()
-        inputs = serving_inputs(session, items, profile, request, live=self._live)
+        if self._signature is None:
+            self._signature = self._read_signature()
+        live, output = self._signature
+        inputs = serving_inputs(session, items, profile, request, live=live)
         try:
             outputs, spec = predict_with_spec(self.client, inputs)
         except PredictError:
-            self._output = None  # the served version may have changed: read its signature again
+            self._signature = None  # the served version may have changed: read its signature again
             raise
-        scores = outputs.get(self._output)
-        if scores is None:
-            message = f"the model answered {sorted(outputs)}, not {self._output!r}"
-            self._output = None
-            raise PredictError(grpc.StatusCode.INVALID_ARGUMENT, message)
-        return np.asarray(scores, dtype=np.float64).reshape(len(items)), spec
+        if output not in outputs:
+            self._signature = None
+            raise PredictError(grpc.StatusCode.INVALID_ARGUMENT, f"the model answered {sorted(outputs)}, not {output!r}")
+        return np.asarray(outputs[output], dtype=np.float64).reshape(len(items)), spec
 
-    def _read_signature(self) -> None:
+    def _read_signature(self) -> tuple[bool, str]:
         signature = self.client.metadata().signatures.get("serving_default")
         if signature is None or len(signature.outputs) != 1:
             raise PredictError(grpc.StatusCode.FAILED_PRECONDITION,
                                f"model {self.client.model_name!r} has no serving_default signature with one output")
-        self._live = "device" in signature.inputs  # the ablation model has no live inputs at all
-        (self._output,) = signature.outputs
+        (output,) = signature.outputs
+        return "device" in signature.inputs, output  # the no-live ablation has no live inputs at all
 
 
 def predict_with_spec(client: PredictClient, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], ModelInfo]:

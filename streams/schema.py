@@ -81,7 +81,8 @@ class Event:
         This runs for every event, so msgspec writes it whenever its output is the same: it always is
         but for floats outside [1e-4, 1e16), which it writes in another (equally valid) notation.
         """
-        if _find_float(self.watch_seconds, _written_differently) or _find_float(self.context, _written_differently):
+        ws, context = self.watch_seconds, self.context
+        if (type(ws) is float and _written_differently(ws)) or (context and _find_float(context, _written_differently)):
             return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
         return _encode_canonical(_Canonical(
             self.event_id, self.event_type, self.user_id, self.item_id, self.ts_ms, self.device, self.session_id,
@@ -130,14 +131,10 @@ def as_bytes(raw: bytes | str | Mapping | Any) -> bytes:
     return as_bytes(text)
 
 
-def _strict_json(data: bytes) -> Any:
-    # Strict JSON: no NaN/Infinity, no duplicate keys (Python's json and msgspec keep the last one silently).
-    return jiter.from_json(data, allow_inf_nan=False, catch_duplicate_keys=True, cache_mode="keys")
-
-
 def _decode(data: bytes) -> Any:
+    # Strict JSON: no NaN/Infinity, no duplicate keys (Python's json would keep the last one silently).
     try:
-        return _strict_json(data)
+        return jiter.from_json(data, allow_inf_nan=False, catch_duplicate_keys=True, cache_mode="keys")
     except ValueError as e:
         message = str(e)
     try:
@@ -263,55 +260,55 @@ class _Wire(msgspec.Struct, forbid_unknown_fields=True):
     ts: int | str
     device: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_DEVICE_CHARS)]
     session_id: _NonEmpty
-    watch_seconds: int | float | None = None
-    context: msgspec.Raw = msgspec.Raw()  # left to jiter, which rejects duplicate keys
+    # UNSET: the key is absent, which the key count below must tell from null.
+    watch_seconds: int | float | None | msgspec.UnsetType = msgspec.UNSET
+    context: dict | None | msgspec.UnsetType = msgspec.UNSET
 
 
 _decode_wire = msgspec.json.Decoder(_Wire).decode
-# A top-level key is one of these names, written as-is unless \u-escaped; so when no
-# \u occurs, a key that occurs twice shows as a name found twice in quotes.
-_QUOTED_NAME = re.compile(b'"(?:' + b"|".join(n.encode() for n in sorted(ALLOWED)) + b')"')
 
 
 def _vouch(data: bytes, now_ms: int, max_future_skew_s: float) -> Event | None:
     """The Event if ``data`` is a plainly valid event, else None: the precise validator then decides.
 
-    Accepts only what ``_validate`` accepts, giving an equal Event. msgspec keeps the last of
-    duplicate keys silently, so any input where a top-level key might repeat is left to ``_validate``.
+    Accepts only what ``_validate`` accepts, giving an equal Event.
     """
     try:
-        wire = _decode_wire(data)
+        wire = _decode_wire(data)  # also refuses numbers beyond a float's range
     except ValueError:  # msgspec.DecodeError and UnicodeDecodeError
         return None
-    if b"\\u" in data:
-        return None
-    names = _QUOTED_NAME.findall(data)
-    if len(names) != len(set(names)) or not _UUID.fullmatch(wire.event_id):
+    watch_seconds, context = wire.watch_seconds, wire.context
+    # msgspec keeps the last of duplicate keys silently, which would drop a comma from the decoded
+    # value's count; commas inside strings can only make the input's count higher than it.
+    commas = len(REQUIRED) - 1 + (watch_seconds is not msgspec.UNSET) + (context is not msgspec.UNSET)
+    if type(context) is dict:
+        commas += _commas(context)
+    if data.count(b",") != commas or not _UUID.fullmatch(wire.event_id):
         return None
     try:
         ts_ms = _timestamp_ms(wire.ts, now_ms, max_future_skew_s)
     except InvalidEvent:
         return None
-    watch_seconds = wire.watch_seconds
     if wire.event_type == "click":
-        if watch_seconds is not None:
+        if watch_seconds is msgspec.UNSET:
+            watch_seconds = None
+        elif watch_seconds is not None:
             return None
-    elif watch_seconds is None or not 0 <= watch_seconds <= _FLOAT_MAX:
+    elif type(watch_seconds) not in (int, float) or not 0 <= watch_seconds <= _FLOAT_MAX:
         return None
-    context = wire.context
-    if context:
-        try:
-            context = _strict_json(bytes(context))
-        except ValueError:
-            return None
-        if context is not None and (type(context) is not dict or _find_float(context, _is_infinite)):
-            return None
-    else:
-        context = None
     return Event(  # positional: keywords cost measurably on this path
         wire.event_id.lower(), wire.event_type, wire.user_id, wire.item_id, ts_ms, wire.device, wire.session_id,
-        watch_seconds, context,
+        watch_seconds, None if context is msgspec.UNSET else context,
     )
+
+
+def _commas(container: dict | list) -> int:
+    """The commas of ``container`` in JSON, strings aside: one between each two members or items."""
+    n = len(container) - 1 if container else 0
+    for v in container.values() if type(container) is dict else container:
+        if type(v) is dict or type(v) is list:
+            n += _commas(v)
+    return n
 
 
 def _validate(data: bytes, now_ms: int, max_future_skew_s: float) -> Event:

@@ -175,6 +175,15 @@ def test_no_token_needed_when_none_is_configured(api, serving_stack):
     assert api.get("/recommend", params={"user_id": serving_stack.user_ids[0], "k": 1}).status_code == 200
 
 
+def test_openapi_docs_describe_the_endpoints(api):
+    spec = api.get("/openapi.json").json()
+    assert {"/recommend", "/healthz", "/metrics"} <= set(spec["paths"])
+    params = {p["name"] for p in spec["paths"]["/recommend"]["get"]["parameters"]}
+    assert params == {"user_id", "k", "device", "q"}
+    assert "Recommendation" in spec["components"]["schemas"]
+    assert api.get("/docs").status_code == 200
+
+
 def test_metrics_expose_stage_histograms_fallbacks_feature_age_and_llm(api, serving_stack, fake_llm):
     fake_llm.answer(INTENT)
     recommend(api, user_id=serving_stack.user_ids[2], k=2, q="metrics check")
@@ -309,20 +318,24 @@ def test_injected_title_never_yields_a_non_candidate_id(serving_stack, fake_llm)
 # ---------------------------------------------------------------- the refresh worker
 
 
-def publish_feature_row(settings: Settings, row: dict) -> None:
-    """What the stream sink does with an updated user: the online store first, then the features topic."""
-    from features.store import FeatureStoreClient
+def publish(settings: Settings, key: str, value: bytes) -> None:
     from streams.producer import open_kafka_producer
 
-    stamped = {**row, "event_timestamp": pd.Timestamp(row["last_event_ts_ms"], unit="ms", tz="UTC")}
-    FeatureStoreClient(settings).write_session_features(pd.DataFrame([stamped]), f"test-{uuid.uuid4().hex[:8]}")
     producer = open_kafka_producer(settings.kafka)
     try:
-        message = {**row, "event_timestamp": row["last_event_ts_ms"]}
-        producer.send(settings.kafka.features_topic, json.dumps(message).encode(), key=row["user_id"].encode())
+        producer.send(settings.kafka.features_topic, value, key=key.encode())
         producer.flush()
     finally:
         producer.close()
+
+
+def publish_feature_row(settings: Settings, row: dict) -> None:
+    """What the stream sink does with an updated user: the online store first, then the features topic."""
+    from features.store import FeatureStoreClient
+
+    stamped = {**row, "event_timestamp": pd.Timestamp(row["last_event_ts_ms"], unit="ms", tz="UTC")}
+    FeatureStoreClient(settings).write_session_features(pd.DataFrame([stamped]), f"test-{uuid.uuid4().hex[:8]}")
+    publish(settings, row["user_id"], json.dumps({**row, "event_timestamp": row["last_event_ts_ms"]}).encode())
 
 
 def test_worker_refreshes_the_cached_rerank_after_a_context_change(serving_stack, kafka_settings, fake_llm):
@@ -351,4 +364,11 @@ def test_worker_refreshes_the_cached_rerank_after_a_context_change(serving_stack
 
         publish_feature_row(settings, row)  # the same context again: nothing to refresh
         wait_for_metric(client, 1, "streamrec_rerank_worker_skips_total", reason="unchanged")
+        publish(settings, user, b"not a feature row")
+        wait_for_metric(client, 1, "streamrec_rerank_worker_skips_total", reason="invalid")
+        # A row from two hours ago describes a session that is over: not worth an LLM call.
+        old = {**row, "user_id": serving_stack.user_ids[7], "last_event_ts_ms": now_ms - 2 * 3600 * 1000}
+        publish(settings, old["user_id"], json.dumps(old).encode())
+        wait_for_metric(client, 1, "streamrec_rerank_worker_skips_total", reason="stale")
         assert metric(client, "streamrec_rerank_worker_refreshes_total", status="applied") == 1
+        assert len(fake_llm.received()) == calls

@@ -24,7 +24,7 @@ from models.examples import (
     pick_positives,
     serving_inputs,
 )
-from models.train import EventLog, decoded_positives, prepare
+from models.train import MAX_PROFILE_CUTS, EventLog, decoded_positives, prepare, profile_cuts
 from streamrec.errors import UserError
 
 T0 = 1_767_571_200_000  # 2026-01-05T00:00Z, a Monday
@@ -129,6 +129,13 @@ def test_training_features_come_from_strictly_before_the_label(feast_settings, t
         assert group.set_index("item_id")["year"].to_dict() == {i: 1990 + int(i[1:]) for i in group["item_id"]}
     # Profiles are cut at midnight and at the last event; every label here precedes both.
     assert examples["profile_events"].isna().all()
+
+
+def test_profiles_are_cut_at_midnights_and_at_the_last_event():
+    first, last = pd.Timestamp("2026-01-05 00:14", tz="UTC"), pd.Timestamp("2026-01-08 09:00", tz="UTC")
+    assert profile_cuts(first, last) == [pd.Timestamp(f"2026-01-0{d}", tz="UTC") for d in (6, 7, 8)] + [last]
+    months = profile_cuts(first, first + pd.Timedelta(days=280))
+    assert len(months) <= MAX_PROFILE_CUTS + 1 and len(set(pd.Series(months[:-1]).diff().dropna())) == 1
 
 
 SESSION_ROW = {
