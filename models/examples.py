@@ -81,7 +81,8 @@ class RequestContext:
 
 def event_frame(events: Iterable[Mapping]) -> pd.DataFrame:
     """Events (``features.offline.read_event_log``) as a frame in fold order: user, then time, then event_id."""
-    df = pd.DataFrame(list(events), columns=["event_id", "event_type", "user_id", "item_id", "ts_ms", "device", "watch_seconds"])
+    columns = ["event_id", "event_type", "user_id", "item_id", "ts_ms", "device", "watch_seconds"]
+    df = pd.DataFrame(list(events), columns=columns)
     if df.empty:
         raise UserError("the event log has no events")
     # The fold's order (features.user_state.event_order) within each user.
@@ -151,11 +152,20 @@ def model_inputs(frame: pd.DataFrame, timezone: str = "UTC", live: bool = True) 
     Missing values (a user without session or profile, an item without year) get neutral values."""
     if frame.empty:
         raise ValueError("no rows to build model inputs from")
-    out = {
-        "user_id": _strings(frame["user_id"]),
+    return _item_inputs(frame) | _user_inputs(frame, timezone, live)
+
+
+def _item_inputs(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    return {
         "item_id": _strings(frame["item_id"]),
         "item_genres": _padded(frame["genres"]),
         **{name: _floats(frame[name], fill) for name, fill in ITEM_DEFAULTS.items()},
+    }
+
+
+def _user_inputs(frame: pd.DataFrame, timezone: str, live: bool) -> dict[str, np.ndarray]:
+    out = {
+        "user_id": _strings(frame["user_id"]),
         "profile_shares": _matrix(frame, SHARE_COLUMNS),
         "profile_events": _floats(frame["profile_events"], 0.0),
     }
@@ -185,11 +195,9 @@ def candidate_frame(user: Mapping, items: pd.DataFrame) -> pd.DataFrame:
     """The rows ``model_inputs`` reads for one user and many items: ``items`` (catalog rows) with the user's
     columns (request, session and profile fields; absent ones missing) beside each."""
     frame = items.drop(columns=[c for c in items.columns if c in _USER_COLUMNS]).reset_index(drop=True)
-    for name in _USER_COLUMNS:
-        value = user.get(name)
-        # A list (last_items) must be one cell per row, not spread over the rows.
-        frame[name] = [value] * len(frame) if isinstance(value, (list, tuple, np.ndarray)) else value
-    return frame
+    # One cell per row for every value, lists (last_items) included; built at once, not column by column.
+    user_columns = pd.DataFrame({name: [user.get(name)] * len(frame) for name in _USER_COLUMNS}, index=frame.index)
+    return pd.concat([frame, user_columns], axis=1)
 
 
 def serving_inputs(
@@ -216,7 +224,9 @@ def serving_inputs(
         "device": context.device,
     }
     items = pd.DataFrame([{name: row.get(name) for name in _ITEM_COLUMNS} for row in item_rows])
-    return model_inputs(candidate_frame(user, items), context.timezone, live)
+    # The user's columns are the same on every row: build them once and repeat them (the hot path of /recommend).
+    per_user = _user_inputs(candidate_frame(user, items.iloc[:1]), context.timezone, live)
+    return _item_inputs(items) | {name: np.repeat(a, len(items), axis=0) for name, a in per_user.items()}
 
 
 _SESSION_COLUMNS = tuple(c for c in FEATURE_COLUMNS if c not in ("user_id", "event_timestamp"))

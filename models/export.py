@@ -31,8 +31,9 @@ def feature_list(live: bool) -> dict[str, dict]:
 
 def next_version(model_dir: Path) -> int:
     """One more than the highest numeric version in ``model_dir`` (1 for none)."""
-    versions = [int(p.name) for p in model_dir.iterdir() if p.name.isascii() and p.name.isdigit()] if model_dir.is_dir() else []
-    return max(versions, default=0) + 1
+    if not model_dir.is_dir():
+        return 1
+    return max((int(p.name) for p in model_dir.iterdir() if p.name.isascii() and p.name.isdigit()), default=0) + 1
 
 
 def export_model(model, model_dir: Path, live: bool, metadata: dict) -> tuple[int, Path]:
@@ -68,5 +69,6 @@ def export_model(model, model_dir: Path, live: bool, metadata: dict) -> tuple[in
         staging.rename(target)
     except OSError as e:
         shutil.rmtree(staging, ignore_errors=True)
-        raise UserError(f"cannot publish version {version} at {target} (another export at the same time?): {e.strerror}") from None
+        raise UserError(f"cannot publish version {version} at {target} (another export at the same time?): "
+                        f"{e.strerror}") from None
     return version, target

@@ -63,7 +63,8 @@ def markdown(summary: dict, plots: list[str]) -> str:
             "|---|" + "---:|" * (len(names) + 1),
         ]
         for model, figures in block["models"].items():
-            lines.append(f"| {model} | " + " | ".join(f"{figures[m]:.4f}" for m in names) + f" | {figures['n_users']} |")
+            values = " | ".join(f"{figures[m]:.4f}" for m in names)
+            lines.append(f"| {model} | {values} | {figures['n_users']} |")
         skipped = next(iter(block["models"].values()))["skipped"]
         lines += ["", "Users not tested: " + (", ".join(f"{k} {v}" for k, v in skipped.items()) or "none") + "."]
         metric = f"ndcg@{block['k']}"

@@ -156,4 +156,16 @@ def train(
         "metrics": {"train": train_metrics},
     }
     version, path = export_model(model, settings.data_path / "model_repo" / settings.model.name, live, metadata)
-    return {"version": version, "path": str(path), **metadata["training_data"], "metrics": metadata["metrics"]}
+    retrieval = fit_retrieval(settings, event_log)
+    return {"version": version, "path": str(path), "retrieval": str(retrieval), **metadata["training_data"],
+            "metrics": metadata["metrics"]}
+
+
+def fit_retrieval(settings: Settings, event_log: EventLog) -> Path:
+    """The candidate generator the recommend API loads, fitted on the same log."""
+    from features.offline import load_items
+    from models.retrieval import CandidateGenerator, load_event_log, retrieval_dir
+
+    items = load_items(event_log.items)
+    generator = CandidateGenerator.fit(load_event_log(event_log.events, items), items, timezone=settings.features.timezone)
+    return generator.save(retrieval_dir(settings))

@@ -84,25 +84,29 @@ def build_model(
 
     user_emb = _embedding(x["user_id"], users, config, "user")
     item_lookup = layers.StringLookup(vocabulary=list(items), name="item_lookup")
-    item_table = layers.Embedding(len(items) + 1, config.embedding_dim, embeddings_regularizer=reg, name="item_embedding")
+    item_table = layers.Embedding(len(items) + 1, config.embedding_dim, embeddings_regularizer=reg,
+                                  name="item_embedding")
     item_emb = _known_mean(item_lookup(x["item_id"]), item_table)
 
     numeric = numeric_features(x, live)
     stats = ops.convert_to_numpy(numeric_features(stats_inputs, live))
-    norm = layers.Normalization(mean=stats.mean(axis=0), variance=np.maximum(stats.var(axis=0), 1e-6), name="numeric_norm")
+    norm = layers.Normalization(mean=stats.mean(axis=0), variance=np.maximum(stats.var(axis=0), 1e-6),
+                                name="numeric_norm")
 
     wide = [item_genres, _cross(_top_genre(shares), item_genres)]
     deep = [user_emb, item_emb, user_emb * item_emb, norm(numeric), item_genres, shares, _overlap(shares, item_genres)]
     if live:
         daypart = _one_hot(x["daypart"], DAYPARTS, "daypart")
         device = _one_hot(x["device"], DEVICES, "device")
-        weekend = ops.concatenate([1.0 - ops.cast(x["is_weekend"], "float32"), ops.cast(x["is_weekend"], "float32")], axis=1)
+        is_weekend = ops.cast(x["is_weekend"], "float32")
+        weekend = ops.concatenate([1.0 - is_weekend, is_weekend], axis=1)
         context = ops.reshape(ops.einsum("bi,bj,bk->bijk", daypart, device, weekend), (-1, 50))
         affinity = ops.cast(x["affinity"], "float32")
         affinity = affinity / ops.maximum(ops.sum(affinity, axis=1, keepdims=True), 1e-9)
         wide += [_cross(c, item_genres) for c in (daypart, device, weekend, context, _top_genre(affinity))]
         session_emb = _known_mean(item_lookup(x["last_items"]), item_table)
-        deep += [session_emb, affinity, _overlap(affinity, item_genres), affinity * item_genres, daypart, device, weekend]
+        deep += [session_emb, affinity, _overlap(affinity, item_genres), affinity * item_genres,
+                 daypart, device, weekend]
 
     wide_logit = layers.Dense(1, kernel_regularizer=reg, name="wide")(ops.concatenate(wide, axis=1))
     h = ops.concatenate(deep, axis=1)
@@ -138,7 +142,8 @@ def _known_mean(index, table):
 
 def _one_hot(values, vocabulary: Sequence[str], name: str):
     """(batch, 1) strings -> (batch, 1 + len(vocabulary)) one-hot; column 0 is an unknown value."""
-    return ops.cast(layers.StringLookup(vocabulary=list(vocabulary), output_mode="one_hot", name=f"{name}_lookup")(values), "float32")
+    lookup = layers.StringLookup(vocabulary=list(vocabulary), output_mode="one_hot", name=f"{name}_lookup")
+    return ops.cast(lookup(values), "float32")
 
 
 def _top_genre(weights):

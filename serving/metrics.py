@@ -12,7 +12,6 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from serving.rerank.reranker import RerankStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-STAGES = ("features", "candidates", "scoring", "diversity", "rerank", "total")
 # Stage latencies: fine steps around the 20 ms goal, then coarse ones up to a slow LLM budget.
 STAGE_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 # Feature age (request time - the user's last event): seconds to a day.
@@ -20,7 +19,7 @@ AGE_BUCKETS_S = (1, 5, 15, 60, 300, 900, 1800, 3600, 4 * 3600, 24 * 3600)
 
 
 class ServingMetrics:
-    def __init__(self, rerank_stats: RerankStats | None):
+    def __init__(self, rerank_stats: RerankStats):
         self.registry = CollectorRegistry()
         r = self.registry
         self.stage_seconds = Histogram(
@@ -46,8 +45,7 @@ class ServingMetrics:
         self.worker_skips = Counter(
             "streamrec_rerank_worker_skips", "Feature rows the worker did not refresh for, by reason",
             ["reason"], registry=r)
-        if rerank_stats is not None:
-            r.register(_LLMCollector(rerank_stats))
+        r.register(_LLMCollector(rerank_stats))
 
     def observe_request(self, timings_ms: dict[str, float], path: str, fallbacks: list[str], rerank_status: str,
                         feature_age_s: float | None, cache_age_s: float | None) -> None:

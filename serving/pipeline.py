@@ -40,7 +40,8 @@ from streamrec.config import Settings
 
 log = logging.getLogger(__name__)
 
-STAGES = ("features", "candidates", "scoring", "diversity", "rerank")
+# The keys of a response's timings_ms: the stages in order, then the whole request.
+STAGES = ("features", "candidates", "scoring", "diversity", "rerank", "total")
 # The model server is down or has no version: degrade. Any other code is a request the model rejects.
 _UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.NOT_FOUND}
 SOURCE_REASONS = {
@@ -108,7 +109,7 @@ class Recommendation:
     items: list[RecommendedItem]
     features: FeatureSnapshot
     model: ModelInfo | None  # None when the list was not scored by the model
-    timings_ms: dict[str, float]  # per stage, and total
+    timings_ms: dict[str, float]  # STAGES
     rerank: RerankInfo
     fallbacks: list[str]  # cold_start, model_unavailable, model_error, rerank_<status>
 
@@ -270,7 +271,7 @@ class Pipeline:
         items = [_item(by_id[r.item_id], r) for r in result.items[:k]]
         return Recommendation(
             user_id=user_id, k=k, cold_start=short.cold_start, items=items, features=_snapshot(short),
-            model=short.model, timings_ms={name: round(ms, 3) for name, ms in timings.items()},
+            model=short.model, timings_ms={stage: round(timings[stage], 3) for stage in STAGES},
             rerank=_rerank_info(result), fallbacks=fallbacks,
         )
 
@@ -357,7 +358,9 @@ def _item(s: Shortlisted, ranked: RankedItem) -> RecommendedItem:
 
 def _rerank_info(result: RerankResult) -> RerankInfo:
     return RerankInfo(applied=result.applied, status=result.status, mode=result.mode, model=result.model,
-                      latency_ms=round(result.latency_ms, 3), cache_age_s=getattr(result, "cache_age_s", None))
+                      latency_ms=round(result.latency_ms, 3),
+                      # RerankResult does not carry the cache entry's age yet (asked of serving.rerank).
+                      cache_age_s=getattr(result, "cache_age_s", None))
 
 
 def _snapshot(short: Shortlist) -> FeatureSnapshot:

@@ -8,9 +8,10 @@ request finds the re-rank ``cached`` instead of waiting on, or timing out on, th
 
 It runs inside the API process (``streamrec serve --with-worker``), a thread beside the
 request handlers, because the re-rank cache is in-process memory: one node, one cache, one
-worker. Several API nodes would each need every user's rows (a consumer group per node, N
-times the LLM calls), or the cache moved to a shared store (Redis) with one worker group;
-see the serving notes in the report.
+worker. With several API nodes, either each node's worker joins a consumer group of its
+own (``--worker-group``; every node sees every row and refreshes its own cache, at N times
+the LLM calls), or the cache moves to a shared store (Redis, already in the stack for
+Feast) and one worker group fills it for all nodes.
 
 Rows are at-least-once and may arrive in a burst: within one poll only a user's newest row
 counts, rows older than the session gap are skipped (the context they describe is over),
@@ -29,7 +30,7 @@ from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 
 from serving.metrics import ServingMetrics
-from serving.pipeline import FeatureStoreUnavailable, Pipeline
+from serving.pipeline import Pipeline
 from serving.rerank import Reranker, context_signature, live_context
 from streamrec.config import Settings
 from streams.kafka_util import client_options
@@ -132,7 +133,11 @@ class RefreshWorker:
             for row in newest.values():
                 if self._stop.is_set():
                     return
-                self.handle(row)
+                try:
+                    self.handle(row)
+                except Exception:  # one row the pipeline cannot handle (store down, ...) must not stop the worker
+                    log.exception("re-rank worker could not refresh %s", row["user_id"])
+                    self.metrics.worker_skips.labels("error").inc()
 
     # ---- one row
 
@@ -147,11 +152,7 @@ class RefreshWorker:
         context = live_context(row, self.pipeline.catalog.rows, now_ms, cfg)
         if self._refreshed.get(user_id) == context_signature(context):
             return self._skip("unchanged")
-        try:
-            short = self.pipeline.shortlist(user_id)
-        except FeatureStoreUnavailable as e:
-            log.warning("re-rank worker skipped %s: %s", user_id, e)
-            return self._skip("feature_store_unavailable")
+        short = self.pipeline.shortlist(user_id)
         # The re-rank is keyed by the context the API will see, read from the store like a request.
         signature = context_signature(short.context)
         if self._refreshed.get(user_id) == signature:

@@ -90,6 +90,47 @@ def describe_live(row: dict) -> str:
     )
 
 
+def burst_events(users: list[str], items: list[dict], now_ms: int) -> list[dict]:
+    """A context-changing burst: each user, on a phone late at night, binges short comedies."""
+    import uuid
+
+    comedies = sorted((i for i in items if "Comedy" in i["genres"]), key=lambda i: i["duration_minutes"])[:20]
+    events = []
+    for u, user in enumerate(users):
+        for n in range(4):
+            item = comedies[(u * 4 + n) % len(comedies)]
+            ts = now_ms - (4 - n) * 60_000
+            base = {"user_id": user, "item_id": item["item_id"], "device": "phone", "session_id": f"{user}-demo-burst"}
+            events.append({**base, "event_id": str(uuid.uuid4()), "event_type": "click", "ts": ts})
+            events.append({**base, "event_id": str(uuid.uuid4()), "event_type": "watch", "ts": ts + 20_000,
+                           "watch_seconds": float(item["duration_minutes"] * 60 * 0.9)})
+    return events
+
+
+def recommend(settings: Settings, user: str, k: int = 5, wait_rerank_s: float = 0.0) -> dict:
+    """GET /recommend; with ``wait_rerank_s``, ask again until the LLM re-rank is served (or time runs out)."""
+    import httpx
+
+    s = settings.serving
+    headers = {"Authorization": f"Bearer {s.auth_token}"} if s.auth_token else {}
+    url = f"http://127.0.0.1:{s.port}/recommend"
+    deadline = time.monotonic() + wait_rerank_s
+    while True:
+        body = httpx.get(url, params={"user_id": user, "k": k}, headers=headers, timeout=60).raise_for_status().json()
+        if body["rerank"]["applied"] or time.monotonic() >= deadline:
+            return body
+        time.sleep(3)
+
+
+def show_recommendations(body: dict) -> None:
+    ctx = body["features"].get("context") or {}
+    rr = body["rerank"]
+    print(f"   {body['user_id']}: {ctx.get('daypart')} on {ctx.get('device')}, top genres {ctx.get('top_genres')}; "
+          f"model {body['model']}; re-rank {rr['status']} (applied={rr['applied']}); total {body['timings_ms']['total']:.0f} ms")
+    for item in body["items"]:
+        print(f"     - {item['title'][:38]:38} {'/'.join(item['genres'])[:28]:28} {item['reason']}")
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     import pandas as pd
 
@@ -97,10 +138,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from infra import stack
     from streams.generator import generate_world
     from streams.replay import replay
+    from models.cli import print_evaluation
+    from models.evaluate import run_evaluation
+    from models.train import EventLog, train
+    from streams.producer import EventProducer
     from streams.stream_job import StreamPaths, summarize_stats
 
     world = settings.data_path / "world"
-    step = Steps(total=6)
+    step = Steps(total=9)
 
     step("infra up: embedded broker, LLM server, model server")
     stack.up(settings, only=["broker", "redis", "llm", "model-server"])
@@ -129,8 +174,35 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     for row in store.online_features(sample):
         print("   " + describe_live(row))
 
+    step("train: candidate retrieval + Wide & Deep, exported to the model repo (served by the model server)")
+    log = EventLog(world / "events.jsonl", world / "items.jsonl", "world")
+    trained = train(settings, log, progress=False)
+    print(f"   model version {trained['version']} at {trained['path']}; train metrics {trained['metrics']['train']}")
+
+    step("evaluate: baselines vs Wide & Deep with and without live features (report with plots)")
+    out = settings.data_path / "reports" / "world"
+    print_evaluation(run_evaluation(settings, log, out, progress=False), out, indent="   ")
+
+    step("recommend API up; recommendations now")
+    stack.up(settings, only=["api"])
+    items = [json.loads(line) for line in (world / "items.jsonl").open()]
+    for user in sample:
+        show_recommendations(recommend(settings, user, wait_rerank_s=args.rerank_wait))
+
+    step("a burst of context-changing events (late night, phone, short comedies) -> recommendations again")
+    burst = burst_events(sample, items, int(time.time() * 1000))
+    with EventProducer(settings, source="demo") as producer:
+        for event in burst:
+            producer.send(event)
+    print(f"   published {len(burst)} events for {', '.join(sample)}")
+    waited = wait_until_online(settings, {u: max(e["ts"] for e in burst if e["user_id"] == u) for u in sample}, timeout_s=300)
+    print(f"   their online features changed {waited:.1f}s after publishing")
+    for user in sample:
+        show_recommendations(recommend(settings, user, wait_rerank_s=args.rerank_wait))
+
     step.done()
-    print("\ndemo done; the stack keeps running: streamrec infra status | streamrec infra down")
+    print("\ndemo done; the stack keeps running (API on "
+          f"http://127.0.0.1:{settings.serving.port}/docs): streamrec infra status | streamrec infra down")
     return 0
 
 
@@ -140,4 +212,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--items", type=int, default=500)
     p.add_argument("--days", type=float, default=7.0)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--rerank-wait", type=float, default=180.0,
+                   help="seconds to wait per user for the LLM re-rank to be served (it runs in the background)")
     p.set_defaults(func=run)

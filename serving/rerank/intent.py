@@ -1,13 +1,13 @@
 """Intent mode: the LLM's small structured intent re-scores the candidates deterministically (pure).
 
-A small local model is good enough at "what does this viewer want right now" but poor at
-ranking twenty titles, so it only names genres, a mood and a length; the blend below does the
-ranking. final = W&D score (min-max over the candidates) + genre match + length match, and
-items of an excluded genre go below all others.
+A small local model is good enough at "what kind of film does this viewer want right now" but
+poor at ranking twenty titles, so it only picks a mood, the genre a request names, a genre to
+avoid and a length; the blend below does the ranking. final = W&D score (min-max over the
+candidates) + genre match + length match, and items of the avoided genre go below all others.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from serving.rerank.context import Candidate, LiveContext
@@ -16,8 +16,9 @@ MOODS: tuple[str, ...] = (
     "any", "light", "funny", "exciting", "intense", "dark", "romantic", "thoughtful", "family", "scary",
 )
 LENGTHS: tuple[str, ...] = ("any", "short", "medium", "long")
+NO_GENRE = "none"
 
-# Genres a mood implies; genre weights the LLM gives explicitly take precedence.
+# Genres a mood implies (weight 0..1); the genre a request names counts 1.
 MOOD_GENRES: dict[str, dict[str, float]] = {
     "any": {},
     "light": {"Comedy": 0.5, "Animation": 0.5, "Musical": 0.5, "Romance": 0.5},
@@ -32,9 +33,26 @@ MOOD_GENRES: dict[str, dict[str, float]] = {
 }
 MOOD_WORDS = {"family": "family-friendly", "intense": "gripping"}
 
-# Blend weights on the W&D score (0..1 after min-max): a fully wanted genre (weight 1) lifts an
-# item above every item without one, as the viewer asked; a "somewhat" (0.5) is worth 60% of the
-# W&D range, so the W&D order still decides among close calls; length fit adds up to 0.2.
+# Words that show a request is about a genre (also matched with a plural s/es). A genre the LLM
+# names, or wants avoided, only counts when the request contains one of them: a small model
+# often fills those fields with genres nobody asked for.
+GENRE_WORDS: dict[str, tuple[str, ...]] = {
+    "Action": ("action",), "Adventure": ("adventure",),
+    "Animation": ("animation", "animated", "cartoon", "anime"),
+    "Children's": ("kid", "kids", "child", "children", "family"),
+    "Comedy": ("comedy", "comedies", "funny", "laugh", "humor", "humour"),
+    "Crime": ("crime", "heist", "gangster", "mafia", "detective"),
+    "Documentary": ("documentary", "documentaries", "doc", "true story"),
+    "Drama": ("drama",), "Fantasy": ("fantasy", "magic", "dragon"), "Film-Noir": ("noir",),
+    "Horror": ("horror", "scary", "gore", "gory", "zombie"), "Musical": ("musical", "singing"),
+    "Mystery": ("mystery", "mysteries", "whodunit"), "Romance": ("romance", "romantic", "love story"),
+    "Sci-Fi": ("sci-fi", "scifi", "science fiction", "space", "alien", "robot"),
+    "Thriller": ("thriller", "suspense"), "War": ("war",), "Western": ("western", "cowboy"),
+}
+
+# Blend weights on the W&D score (0..1 after min-max): a genre at weight 1 (named, or central to
+# the mood) lifts an item above every item without one, as the viewer asked; weight 0.5 is worth
+# 60% of the W&D range, so the W&D order still decides close calls; length fit adds up to 0.2.
 GENRE_WEIGHT = 1.2
 LENGTH_WEIGHT = 0.2
 # Running-time scale, as the synthetic world's (streams.world.ModelParams): centre and spread in minutes.
@@ -48,19 +66,22 @@ DEVICE_WORDS = {"phone": "on your phone", "tablet": "on your tablet", "tv": "on 
 
 @dataclass(frozen=True)
 class Intent:
-    genre_weights: Mapping[str, float] = field(default_factory=dict)  # genre -> -1..1
     mood: str = "any"
+    genre: str | None = None  # the genre the request names
+    avoid_genre: str | None = None  # the genre the request rules out
     preferred_length: str = "any"
-    exclude_genres: frozenset[str] = frozenset()
     reason: str = ""
 
-    def weights(self) -> dict[str, float]:
-        """Mood genres overlaid with the explicit weights."""
-        return {**MOOD_GENRES.get(self.mood, {}), **self.genre_weights}
+    def genre_weights(self) -> dict[str, float]:
+        """Genre -> 0..1: the mood's genres, and the named genre at full weight."""
+        weights = dict(MOOD_GENRES.get(self.mood, {}))
+        if self.genre is not None:
+            weights[self.genre] = 1.0
+        return weights
 
     def is_empty(self) -> bool:
         """True when it would leave the W&D order as it is."""
-        return not self.weights() and not self.exclude_genres and self.preferred_length == "any"
+        return not self.genre_weights() and self.avoid_genre is None and self.preferred_length == "any"
 
 
 @dataclass(frozen=True)
@@ -71,9 +92,8 @@ class Scored:
 
 
 def genre_match(weights: Mapping[str, float], genres: Sequence[str]) -> float:
-    """Best wanted genre plus worst unwanted one, in -1..1; a multi-genre item is not diluted."""
-    values = [weights[g] for g in genres if g in weights]
-    return max([v for v in values if v > 0], default=0.0) + min([v for v in values if v < 0], default=0.0)
+    """The best-weighted genre of the item, 0..1; a multi-genre item is not diluted."""
+    return max((weights[g] for g in genres if g in weights), default=0.0)
 
 
 def length_match(preferred: str, minutes: float | None) -> float:
@@ -87,7 +107,7 @@ def length_match(preferred: str, minutes: float | None) -> float:
 
 def rescore(intent: Intent, candidates: Sequence[Candidate], ctx: LiveContext) -> list[Scored]:
     """The candidates in their new order, best first; ties keep the W&D order."""
-    weights = intent.weights()
+    weights = intent.genre_weights()
     wd = [c.wd_score for c in candidates]
     lo, hi = min(wd, default=0.0), max(wd, default=0.0)
     scored = []
@@ -95,16 +115,15 @@ def rescore(intent: Intent, candidates: Sequence[Candidate], ctx: LiveContext) -
         base = (c.wd_score - lo) / (hi - lo) if hi > lo else 0.5
         score = base + GENRE_WEIGHT * genre_match(weights, c.genres) + LENGTH_WEIGHT * length_match(
             intent.preferred_length, c.duration_minutes)
-        excluded = any(g in intent.exclude_genres for g in c.genres)
+        excluded = intent.avoid_genre in c.genres
         scored.append((excluded, -score, pos, Scored(c, round(score, 6), item_reason(intent, weights, c, ctx))))
     return [s for *_, s in sorted(scored, key=lambda t: t[:3])]
 
 
 def item_reason(intent: Intent, weights: Mapping[str, float], c: Candidate, ctx: LiveContext) -> str:
     """A short line for the viewer built from fixed words, genre names and the context only."""
-    avoided = [g for g in c.genres if g in intent.exclude_genres]
-    if avoided:
-        return f"Lower for now: avoiding {avoided[0].lower()}"
+    if intent.avoid_genre is not None and intent.avoid_genre in c.genres:
+        return f"Lower for now: avoiding {intent.avoid_genre.lower()}"
     wanted = sorted((g for g in c.genres if weights.get(g, 0.0) > 0), key=lambda g: -weights[g])
     if not wanted:
         return "Recommended from your viewing history"

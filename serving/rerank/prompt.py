@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from features.context import GENRES
 from serving.rerank.context import Candidate, LiveContext
-from serving.rerank.intent import MOODS
+from serving.rerank.intent import MOODS, NO_GENRE
 from serving.rerank.schema import MAX_RANKED, MAX_REASON_CHARS
 
 DATA_BEGIN = "BEGIN_DATA"
@@ -36,14 +36,13 @@ _DATA_RULES = (
 )
 
 INTENT_SYSTEM = (
-    "You help a movie app re-rank recommendations. From the viewer's live context and optional "
-    "request, say what the viewer wants right now as a small JSON intent.\n"
-    "- genre_weights: up to 4 genres, weight 1 (wanted), 0.5 (somewhat), -0.5 or -1 (unwanted). "
-    "Follow the request when there is one; otherwise use the time of day, device and recent watching.\n"
-    f"- mood: one of {', '.join(MOODS)}.\n"
+    "You help a movie app re-rank recommendations. Read the viewer's request and live context and "
+    "say what the viewer wants right now.\n"
+    f"- mood: the kind of film wanted: {', '.join(MOODS)}.\n"
+    f"- genre: the one genre the request names or clearly implies, else {NO_GENRE}.\n"
+    f"- avoid_genre: a genre the request says not to show, else {NO_GENRE}.\n"
     "- preferred_length: short (under 95 minutes), medium, long (over 125 minutes) or any.\n"
-    "- exclude_genres: genres the viewer does not want at all, else an empty list.\n"
-    f"- reason: one short phrase for the viewer, at most {MAX_REASON_CHARS} characters.\n"
+    "- reason: a few words for the viewer.\n"
     f"Genres: {', '.join(GENRES)}.\n" + _DATA_RULES
 )
 
@@ -65,17 +64,21 @@ def neutralize(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def context_data(ctx: LiveContext) -> dict:
-    """The context as short, readable JSON values (small models read words better than codes)."""
+def context_data(ctx: LiveContext, history: bool = True) -> dict:
+    """The context as short, readable JSON values (small models read words better than codes).
+
+    ``history=False`` leaves out the favourite genres and recent titles: the intent prompt does
+    not need them (the W&D model already scores the history) and a small model copied them.
+    """
     data: dict = {}
     if ctx.daypart is not None:
         day = "weekend" if ctx.is_weekend else "weekday"
         data["time"] = f"{ctx.daypart.replace('_', ' ')}, {ctx.local_hour:02d}:00, {day}"
     if ctx.device:
         data["device"] = neutralize(ctx.device, 20)
-    if ctx.top_genres:
+    if history and ctx.top_genres:
         data["favourite_genres_now"] = [f"{g} {share:.0%}" for g, share in ctx.top_genres]
-    if ctx.recent_items:
+    if history and ctx.recent_items:
         data["recently_watched"] = [
             {"title": neutralize(r.title, MAX_TITLE_CHARS), "genres": list(r.genres)} for r in ctx.recent_items
         ]
@@ -107,10 +110,11 @@ def request_text(q: str | None) -> str | None:
 
 
 def intent_messages(ctx: LiveContext, q: str | None = None) -> list[dict]:
-    data = {"context": context_data(ctx), "request": request_text(q)}
+    # The request first: it is what the intent is mostly about.
+    data = {"request": request_text(q), "context": context_data(ctx, history=False)}
     return [{"role": "system", "content": INTENT_SYSTEM}, {"role": "user", "content": data_block(data)}]
 
 
 def listwise_messages(candidates: Sequence[Candidate], ctx: LiveContext, q: str | None = None) -> list[dict]:
-    data = {"context": context_data(ctx), "request": request_text(q), "candidates": [candidate_data(c) for c in candidates]}
+    data = {"request": request_text(q), "context": context_data(ctx), "candidates": [candidate_data(c) for c in candidates]}
     return [{"role": "system", "content": LISTWISE_SYSTEM}, {"role": "user", "content": data_block(data)}]

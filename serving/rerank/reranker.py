@@ -37,8 +37,8 @@ MODES = ("intent", "listwise")
 STATUSES = ("applied", "cached", "timeout", "error", "invalid_output", "refusal", "empty", "overloaded", "disabled")
 APPLIED = ("applied", "cached")
 LATENCY_BUCKETS_MS = (100, 250, 500, 1000, 2500, 5000, 10000, 30000)
-# Output token caps: an intent is ~100 tokens; a listwise entry (id, reason) up to ~45.
-INTENT_MAX_TOKENS = 200
+# Output token caps: an intent is ~50 tokens; a listwise entry (id, reason) up to ~45.
+INTENT_MAX_TOKENS = 120
 LISTWISE_TOKENS_PER_ITEM = 48
 
 Proposal = Union[Intent, tuple[tuple[str, str], ...]]
@@ -218,7 +218,7 @@ class Reranker:
             return _Outcome(e.kind)
         try:
             if self.mode == "intent":
-                proposal: Proposal = parse_intent(completion.text, completion.refusal)
+                proposal: Proposal = parse_intent(completion.text, request_text(q), completion.refusal)
             else:
                 proposal = tuple(parse_ranking(completion.text, candidates, completion.refusal))
         except InvalidOutput as e:

@@ -12,17 +12,15 @@ reads like one, else ``invalid_output``; an answer that carries nothing usable i
 from __future__ import annotations
 
 import json
-import math
 import re
 import unicodedata
+from dataclasses import replace
 from typing import Any, Iterable, Sequence
 
 from features.context import GENRES
 from serving.rerank.context import Candidate
-from serving.rerank.intent import LENGTHS, MOODS, Intent
-from serving.rerank.schema import MAX_EXCLUDED_GENRES, MAX_GENRE_WEIGHTS, MAX_REASON_CHARS
-
-REASONS = ("invalid_output", "refusal", "empty")
+from serving.rerank.intent import GENRE_WORDS, LENGTHS, MOODS, Intent
+from serving.rerank.schema import MAX_INTENT_REASON_CHARS, MAX_REASON_CHARS
 
 _REFUSAL = re.compile(
     r"\b(i'?m sorry|i am sorry|i apologi[sz]e|i can(?:no|')t|i cannot|i'?m unable|i am unable|"
@@ -30,11 +28,12 @@ _REFUSAL = re.compile(
     re.IGNORECASE,
 )
 _SPACE = re.compile(r"\s+")
+_WORD = re.compile(r"[a-z]+(?:-[a-z]+)?")
 _DECODER = json.JSONDecoder()
 
 
 class InvalidOutput(ValueError):
-    """An unusable answer; ``reason`` is one of REASONS."""
+    """An unusable answer; ``reason`` is "invalid_output", "refusal" or "empty"."""
 
     def __init__(self, reason: str, detail: str):
         super().__init__(f"{reason}: {detail}")
@@ -63,8 +62,8 @@ def parse_object(text: str | None, refusal: str | None = None) -> dict:
     raise InvalidOutput("invalid_output", f"no JSON object in {text.strip()[:200]!r}")
 
 
-def clean_reason(text: Any, candidate_ids: Iterable[str]) -> str:
-    """One line, at most MAX_REASON_CHARS, with no item ids in it (they mean nothing to viewers
+def clean_reason(text: Any, candidate_ids: Iterable[str], max_chars: int = MAX_REASON_CHARS) -> str:
+    """One line, at most ``max_chars``, with no item ids in it (they mean nothing to viewers
     and would let an answer point at other items)."""
     if not isinstance(text, str):
         return ""
@@ -74,7 +73,7 @@ def clean_reason(text: Any, candidate_ids: Iterable[str]) -> str:
     if ids:
         text = re.sub(r"(?<![\w-])(?:" + "|".join(map(re.escape, ids)) + r")(?![\w-])", "", text)
     text = _SPACE.sub(" ", text).strip(" ,;:-")
-    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1].rstrip() + "…"
+    return text if len(text) <= max_chars else text[: max_chars - 1].rstrip() + "…"
 
 
 def parse_ranking(text: str | None, candidates: Sequence[Candidate], refusal: str | None = None) -> list[tuple[str, str]]:
@@ -97,35 +96,27 @@ def parse_ranking(text: str | None, candidates: Sequence[Candidate], refusal: st
     return ranked
 
 
-def _weight(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return min(max(float(value), -1.0), 1.0)
+def mentions(request: str, genre: str) -> bool:
+    """True when the request contains one of the genre's words (GENRE_WORDS), as whole words."""
+    text = " " + " ".join(_WORD.findall(request.lower())) + " "
+    return any(f" {w}{end} " in text for w in GENRE_WORDS[genre] for end in ("", "s", "es"))
 
 
-def parse_intent(text: str | None, refusal: str | None = None) -> Intent:
-    """An intent answer with unknown genres dropped, weights clipped to -1..1 and unknown enums as "any"."""
+def parse_intent(text: str | None, request: str | None, refusal: str | None = None) -> Intent:
+    """An intent answer, with unknown values as "none"/"any", and guards against small-model noise:
+    the genre and the avoided genre only count when the request mentions them, and a genre the
+    mood wants is never avoided ("a scary movie" must not avoid horror)."""
     answer = parse_object(text, refusal)
-    weights: dict[str, float] = {}
-    raw = answer.get("genre_weights")
-    for entry in raw if isinstance(raw, list) else ():
-        if not isinstance(entry, dict) or entry.get("genre") not in GENRES or entry["genre"] in weights:
-            continue
-        weight = _weight(entry.get("weight"))
-        if weight:  # a zero weight says nothing
-            weights[entry["genre"]] = weight
-        if len(weights) == MAX_GENRE_WEIGHTS:
-            break
-    raw = answer.get("exclude_genres")
-    excluded = [g for g in raw if g in GENRES] if isinstance(raw, list) else []
     mood, length = answer.get("mood"), answer.get("preferred_length")
+    genre, avoid = answer.get("genre"), answer.get("avoid_genre")
     intent = Intent(
-        genre_weights=weights,
         mood=mood if mood in MOODS else "any",
+        genre=genre if genre in GENRES and request and mentions(request, genre) else None,
         preferred_length=length if length in LENGTHS else "any",
-        exclude_genres=frozenset(excluded[:MAX_EXCLUDED_GENRES]),
-        reason=clean_reason(answer.get("reason"), ()),
+        reason=clean_reason(answer.get("reason"), (), MAX_INTENT_REASON_CHARS),
     )
+    if avoid in GENRES and request and mentions(request, avoid) and avoid not in intent.genre_weights():
+        intent = replace(intent, avoid_genre=avoid)
     if intent.is_empty():
         raise InvalidOutput("empty", "the intent asks for nothing")
     return intent

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from features.context import DEVICES
 from serving.app import create_app
-from serving.metrics import STAGES
+from serving.pipeline import STAGES
 from streamrec.config import LLMConfig, Settings
 from tests.fixtures.fake_llm import candidate_ids
 from tests.fixtures.serving_stack import INJECTION
@@ -240,6 +240,25 @@ def test_request_tensors_decode_as_tensorflow_encodes_them():
     for value in arrays:
         ours, theirs = tf.make_ndarray(tensor_proto(value)), tf.make_ndarray(tf.make_tensor_proto(value))
         assert ours.dtype == theirs.dtype and ours.shape == theirs.shape and (ours == theirs).all()
+
+
+def test_unreadable_feature_store_is_a_503_with_the_reason(serving_stack, tmp_path, _fake_llm_server):
+    import shutil
+    import sqlite3
+
+    data = tmp_path / "data"
+    shutil.copytree(serving_stack.settings.data_path, data, ignore=shutil.ignore_patterns("log", "run"))
+    settings = stack_settings(serving_stack, _fake_llm_server.base_url, llm__enabled=False)
+    settings.data_dir = str(data)
+    with client_for(settings) as client:
+        with sqlite3.connect(data / "feast" / "online.db") as db:  # the online tables are gone
+            for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+                db.execute(f'DROP TABLE "{table}"')
+        r = client.get("/recommend", params={"user_id": serving_stack.user_ids[0], "k": 3})
+        assert r.status_code == 503 and r.json()["detail"].startswith("feature store unavailable: ")
+        health = client.get("/healthz")
+        assert health.status_code == 503 and health.json()["status"] == "down"
+        assert health.json()["checks"]["feature_store"]["state"] == "error"
 
 
 # ---------------------------------------------------------------- re-rank guardrails, through the API

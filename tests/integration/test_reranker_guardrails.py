@@ -33,8 +33,8 @@ WD_ORDER = [c.item_id for c in CANDIDATES]
 CTX = LiveContext(daypart="late_night", local_hour=23, is_weekend=False, device="phone",
                   top_genres=(("Crime", 0.5),), recent_items=(RecentItem("Heat", ("Action", "Crime")),),
                   session_id="s1", session_events=2, session_length_s=300.0, time_since_last_event_s=30.0)
-FUNNY_INTENT = json.dumps({"genre_weights": [{"genre": "Comedy", "weight": 1}], "mood": "funny",
-                           "preferred_length": "short", "exclude_genres": ["Horror"], "reason": "Something funny"})
+FUNNY_INTENT = json.dumps({"mood": "funny", "genre": "Comedy", "avoid_genre": "Horror", "preferred_length": "short",
+                           "reason": "Something funny"})
 
 
 def reversed_ranking(body: dict) -> str:
@@ -97,13 +97,14 @@ def test_listwise_answer_is_applied(fake_llm, make_reranker):
 
 def test_intent_answer_rescores_the_candidates(fake_llm, make_reranker):
     fake_llm.answer(FUNNY_INTENT)
-    result = make_reranker("intent").rerank("u1", CANDIDATES, CTX, q="something funny")
+    result = make_reranker("intent").rerank("u1", CANDIDATES, CTX, q="something funny, no horror")
     assert (result.status, result.applied, result.mode) == ("applied", True, "intent")
-    assert ids(result)[:2] == ["i3", "i5"] and ids(result)[-1] == "i4"  # comedies up, horror excluded
-    assert result.intent.genre_weights == {"Comedy": 1.0}
+    assert ids(result)[:2] == ["i3", "i5"] and ids(result)[-1] == "i4"  # comedies up, horror avoided
+    assert (result.intent.mood, result.intent.genre, result.intent.avoid_genre) == ("funny", "Comedy", "Horror")
     assert result.items[0].reason == "Funny comedy (88 min) for late night on your phone"
     request, = fake_llm.received()
-    assert "Comedy" in request["response_format"]["json_schema"]["schema"]["properties"]["exclude_genres"]["items"]["enum"]
+    assert "Comedy" in request["response_format"]["json_schema"]["schema"]["properties"]["genre"]["enum"]
+    assert json.loads(request["messages"][1]["content"].split("\n")[1])["request"] == "something funny, no horror"
 
 
 def test_partly_unknown_ids_are_dropped_and_the_rest_appended(fake_llm, make_reranker):

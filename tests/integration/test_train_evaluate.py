@@ -72,7 +72,7 @@ def report(world, settings, tmp_path_factory):
     (["train", "--world", "{empty}"], "run `streamrec generate` first"),
     (["evaluate", "--data", "movielens-100k"], "needs --path"),
     (["evaluate", "--path", "{empty}"], "--path is for --data movielens"),
-    (["evaluate", "--data", "movielens-100k", "--path", "{empty}"], "no MovieLens files"),
+    (["evaluate", "--data", "movielens-100k", "--path", "{empty}"], "not an ml-100k directory: missing u.data"),
 ])
 def test_data_options_say_what_is_missing(argv, message, tmp_path):
     with pytest.raises(UserError, match=message):
@@ -118,11 +118,13 @@ def test_the_served_model_scores_like_the_keras_model(version_dir, world, settin
     expected = np.asarray(keras.saving.load_model(version_dir / KERAS_FILE, compile=False)(inputs)).ravel()
 
     served_settings = Settings(data_dir=settings.data_dir)
-    served_settings.model = dataclasses.replace(settings.model, grpc_port=free_port(), rest_port=free_port(), poll_seconds=0.2)
+    served_settings.model = dataclasses.replace(settings.model, grpc_port=free_port(), rest_port=free_port(),
+                                                poll_seconds=0.2)
     svc = model_server_service(served_settings, version_dir.parent.parent)
     process.start(svc)
     try:
-        with PredictClient(served_settings.model.host, served_settings.model.grpc_port, settings.model.name, timeout_s=30) as tf_serving:
+        with PredictClient(served_settings.model.host, served_settings.model.grpc_port, settings.model.name,
+                           timeout_s=30) as tf_serving:
             meta = tf_serving.metadata()
             outputs = tf_serving.predict(inputs)
     finally:
@@ -132,6 +134,6 @@ def test_the_served_model_scores_like_the_keras_model(version_dir, world, settin
     assert set(outputs) == {OUTPUT} and outputs[OUTPUT].dtype == np.float32
     np.testing.assert_allclose(outputs[OUTPUT].ravel(), expected, rtol=1e-5, atol=1e-6)
     in_process = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
-    np.testing.assert_allclose(in_process(**{k: tf.constant(v) for k, v in inputs.items()})[OUTPUT].numpy().ravel(), expected,
-                               rtol=1e-5, atol=1e-6)
+    local = in_process(**{name: tf.constant(value) for name, value in inputs.items()})[OUTPUT].numpy().ravel()
+    np.testing.assert_allclose(local, expected, rtol=1e-5, atol=1e-6)
     assert len(set(np.round(expected, 5))) > 10  # candidates are told apart, not scored alike

@@ -26,8 +26,8 @@ def test_a_neutral_intent_keeps_the_wd_order():
     assert order(Intent()) == ["d1", "t1", "d2", "c1", "c2"]
 
 
-def test_wanting_comedy_moves_comedies_up():
-    new = order(Intent(genre_weights={"Comedy": 1.0}))
+def test_naming_comedy_moves_comedies_up():
+    new = order(Intent(genre="Comedy"))
     assert new[:2] == ["c1", "c2"]
     assert new[2:] == ["d1", "t1", "d2"]  # the rest keep their relative order
 
@@ -36,18 +36,15 @@ def test_the_funny_mood_alone_moves_comedies_up():
     assert order(Intent(mood="funny"))[:2] == ["c1", "c2"]
 
 
-def test_explicit_weights_override_the_mood():
-    assert order(Intent(mood="funny", genre_weights={"Comedy": -1.0}))[-2:] == ["c1", "c2"]
+def test_a_named_genre_adds_to_the_mood():
+    # comedies (the mood) and romances (named) first, among them the W&D order
+    assert order(Intent(mood="funny", genre="Romance")) == ["d2", "c1", "c2", "d1", "t1"]
 
 
-def test_an_unwanted_genre_moves_down():
-    assert order(Intent(genre_weights={"Drama": -1.0}))[-2:] == ["d1", "d2"]
-
-
-def test_excluded_genres_go_below_everything_else():
-    new = order(Intent(genre_weights={"Horror": 1.0, "Comedy": 1.0}, exclude_genres=frozenset({"Horror"})))
-    assert new[-1] == "t1"  # wanted by weight, but excluded wins
-    assert new[:2] == ["c1", "c2"]
+def test_the_avoided_genre_goes_below_everything_else():
+    assert order(Intent(avoid_genre="Drama")) == ["t1", "c1", "c2", "d1", "d2"]
+    # even when the mood wants it (the parser drops such an answer; the order must still be sane)
+    assert order(Intent(mood="scary", avoid_genre="Horror"))[-1] == "t1"
 
 
 @pytest.mark.parametrize("length, first", [("short", "c1"), ("long", "d1"), ("medium", "t1")])
@@ -58,19 +55,19 @@ def test_length_preference_breaks_close_calls(length, first):
 
 
 def test_the_wd_score_still_counts():
-    # a weak comedy wish does not lift the last comedy over a much stronger drama
-    strong = [CANDIDATES[0], Candidate("c9", "Weak", ("Comedy",), 2000, 95.0, 0.0, 0.0)] + CANDIDATES[1:3]
-    assert order(Intent(genre_weights={"Comedy": 0.5}), strong)[0] == "d1"
+    # a mood's side genre (weight 0.5) does not lift the weakest item over a much stronger one
+    strong = [CANDIDATES[0], Candidate("a9", "Weak", ("Animation",), 2000, 95.0, 0.0, 0.0)] + CANDIDATES[1:3]
+    assert order(Intent(mood="funny"), strong)[0] == "d1"
 
 
 def test_scores_are_the_sort_key():
-    scored = rescore(Intent(genre_weights={"Comedy": 1.0}), CANDIDATES, CTX)
+    scored = rescore(Intent(genre="Comedy"), CANDIDATES, CTX)
     assert [s.score for s in scored] == sorted((s.score for s in scored), reverse=True)
     assert scored[0].score == pytest.approx((0.60 - 0.55) / (0.90 - 0.55) + GENRE_WEIGHT)
 
 
 def test_matches():
-    assert genre_match({"Comedy": 1.0, "Drama": -0.5}, ("Comedy", "Drama")) == 0.5
+    assert genre_match({"Comedy": 1.0, "Drama": 0.5}, ("Comedy", "Drama")) == 1.0
     assert genre_match({"Comedy": 0.5}, ("Comedy", "Romance")) == 0.5  # not diluted by other genres
     assert genre_match({}, ("Comedy",)) == 0.0
     assert length_match("short", 60) == 1.0 and length_match("short", 200) == -1.0
@@ -79,11 +76,16 @@ def test_matches():
 
 def test_reasons_come_from_the_intent_and_the_context():
     scored = {s.candidate.item_id: s.reason for s in rescore(
-        Intent(genre_weights={"Comedy": 0.5}, mood="light", preferred_length="short",
-               exclude_genres=frozenset({"Horror"})), CANDIDATES, CTX)}
+        Intent(mood="light", preferred_length="short", avoid_genre="Horror"), CANDIDATES, CTX)}
     assert scored["c1"] == "Light comedy (88 min) for late night on your phone"
     assert scored["t1"] == "Lower for now: avoiding horror"
     assert scored["d1"] == "Recommended from your viewing history"
     assert scored["d2"] == "Light romance for late night on your phone"  # from the mood's genres
-    unknown = rescore(Intent(genre_weights={"Drama": 1.0}), CANDIDATES[:1], LiveContext())
+    unknown = rescore(Intent(genre="Drama"), CANDIDATES[:1], LiveContext())
     assert unknown[0].reason == "Drama"
+
+
+def test_an_intent_without_genres_or_length_is_empty():
+    assert Intent().is_empty() and Intent(mood="any", reason="x").is_empty()
+    assert not Intent(mood="scary").is_empty() and not Intent(avoid_genre="War").is_empty()
+    assert not Intent(preferred_length="short").is_empty()

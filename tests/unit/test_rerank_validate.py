@@ -10,7 +10,7 @@ from serving.rerank.context import Candidate
 from serving.rerank.intent import Intent
 from serving.rerank.schema import MAX_REASON_CHARS
 from serving.rerank.validate import (
-    InvalidOutput, clean_reason, complete_order, parse_intent, parse_object, parse_ranking,
+    InvalidOutput, clean_reason, complete_order, mentions, parse_intent, parse_object, parse_ranking,
 )
 
 CANDIDATES = [Candidate(f"i{n}", f"Movie {n}", ("Comedy",), 2000, 90.0, 1.0 - n / 10, 0.0) for n in range(1, 6)]
@@ -99,43 +99,65 @@ def test_clean_reason_keeps_words_that_merely_contain_an_id():
 # --- intent -------------------------------------------------------------------------------
 
 def intent_text(**fields) -> str:
-    answer = {"genre_weights": [{"genre": "Comedy", "weight": 1}], "mood": "funny", "preferred_length": "short",
-              "exclude_genres": ["Horror"], "reason": "Something funny and short"}
+    answer = {"mood": "funny", "genre": "Comedy", "avoid_genre": "Horror", "preferred_length": "short",
+              "reason": "Something funny and short"}
     return json.dumps({**answer, **fields})
 
 
 def test_intent_is_parsed():
-    assert parse_intent(intent_text()) == Intent(
-        genre_weights={"Comedy": 1.0}, mood="funny", preferred_length="short",
-        exclude_genres=frozenset({"Horror"}), reason="Something funny and short")
+    assert parse_intent(intent_text(), request="a short comedy, no horror") == Intent(
+        mood="funny", genre="Comedy", avoid_genre="Horror", preferred_length="short", reason="Something funny and short")
 
 
-def test_intent_values_are_clipped_and_unknowns_dropped():
-    intent = parse_intent(intent_text(
-        genre_weights=[{"genre": "Comedy", "weight": 7}, {"genre": "Drama", "weight": -3.5}, {"genre": "Cooking", "weight": 1},
-                       {"genre": "Comedy", "weight": -1}, {"genre": "War", "weight": "lots"}, {"genre": "Crime", "weight": True},
-                       {"genre": "Action", "weight": 0}, "Western"],
-        mood="ecstatic", preferred_length="epic", exclude_genres=["Horror", "Gore", 3], reason="line\nbreak"))
-    assert intent.genre_weights == {"Comedy": 1.0, "Drama": -1.0}
-    assert (intent.mood, intent.preferred_length) == ("any", "any")
-    assert intent.exclude_genres == {"Horror"}
+def test_unknown_intent_values_become_none_or_any():
+    intent = parse_intent(intent_text(mood="ecstatic", genre="Cooking", avoid_genre=3, reason="line\nbreak"),
+                          request="cooking shows")
+    assert (intent.mood, intent.genre, intent.avoid_genre, intent.preferred_length) == ("any", None, None, "short")
     assert intent.reason == "line break"
+    assert parse_intent(intent_text(preferred_length="epic"), request="comedy").preferred_length == "any"
+
+
+@pytest.mark.parametrize("request_text", [None, "", "something to watch", "anything but drama"])
+def test_genres_the_request_does_not_mention_are_ignored(request_text):
+    intent = parse_intent(intent_text(), request=request_text)
+    assert (intent.mood, intent.genre, intent.avoid_genre) == ("funny", None, None)
+
+
+@pytest.mark.parametrize("request_text, genre", [
+    ("I want ACTION, no horror!", "Action"), ("westerns please", "Western"), ("some sci-fi", "Sci-Fi"),
+    ("for the kids", "Children's"), ("science fiction", "Sci-Fi")])
+def test_a_mentioned_genre_counts(request_text, genre):
+    assert parse_intent(intent_text(genre=genre, avoid_genre="none"), request=request_text).genre == genre
+
+
+def test_a_mention_is_a_whole_word():
+    assert mentions("warm and cozy", "War") is False and mentions("a war film", "War") is True
+    assert mentions("a funny one", "Comedy") is True and mentions("funnybones", "Comedy") is False
+
+
+@pytest.mark.parametrize("answer, request_text", [
+    (dict(mood="scary", genre="none", avoid_genre="Horror"), "a scary horror movie"),
+    (dict(mood="any", genre="Horror", avoid_genre="Horror"), "horror!")])
+def test_a_wanted_genre_is_never_avoided(answer, request_text):
+    intent = parse_intent(intent_text(**answer), request=request_text)
+    assert intent.avoid_genre is None and intent.genre_weights()["Horror"] == 1.0
 
 
 def test_an_intent_that_asks_for_nothing_is_empty():
     with pytest.raises(InvalidOutput) as err:
-        parse_intent(intent_text(genre_weights=[], mood="any", preferred_length="any", exclude_genres=[]))
+        parse_intent(intent_text(mood="any", genre="none", avoid_genre="none", preferred_length="any"), request="x")
     assert err.value.reason == "empty"
-    # a mood alone is enough: it implies genres
-    assert parse_intent(intent_text(genre_weights=[], mood="scary", preferred_length="any", exclude_genres=[])).mood == "scary"
+    with pytest.raises(InvalidOutput) as err:
+        parse_intent(intent_text(mood="any", preferred_length="any"), request=None)
+    assert err.value.reason == "empty"
 
 
 def test_intent_refusal_and_garbage():
     with pytest.raises(InvalidOutput) as err:
-        parse_intent("I'm sorry, I can't do that.")
+        parse_intent("I'm sorry, I can't do that.", request="x")
     assert err.value.reason == "refusal"
     with pytest.raises(InvalidOutput) as err:
-        parse_intent("genre: comedy")
+        parse_intent("genre: comedy", request="x")
     assert err.value.reason == "invalid_output"
 
 

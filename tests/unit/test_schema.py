@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from streams import schema
 from streams.schema import Event, InvalidEvent, parse_event
 
 NOW_MS = 1_700_000_000_000  # 2023-11-14T22:13:20Z
@@ -52,6 +53,16 @@ def test_accepts_good_events(case):
         assert event.context == obj.get("context")
 
 
+@pytest.mark.parametrize("case", GOOD, ids=list(GOOD))
+def test_fast_path_takes_good_events_as_the_precise_validator_does(case):
+    obj, _ = GOOD[case]
+    for data in (json.dumps(obj).encode(), json.dumps(obj, indent=2).encode(), json.dumps(obj, ensure_ascii=False).encode()):
+        fast = schema._vouch(data, NOW_MS, 300)
+        precise = schema._validate(data, NOW_MS, 300)
+        assert fast is not None, "plain valid events should not need the slow path"
+        assert fast == precise and fast.to_json_bytes() == precise.to_json_bytes()
+
+
 BAD = {
     "invalid UTF-8": (b'{"user_id": "\xff"}', "not_utf8", "byte"),
     "too big": (json.dumps(with_(CLICK, context={"pad": "x" * 70_000})), "oversize", "limit is 65536"),
@@ -62,6 +73,16 @@ BAD = {
                                "number_out_of_range", "context"),
     "duplicate key": (json.dumps(CLICK)[:-1] + ', "user_id": "u2"}', "duplicate_field", '"user_id" at line 1'),
     "duplicate key in context": ('{"context": {"a": 1, "a": 2}}', "duplicate_field", '"a"'),
+    # The fast path keeps the last of duplicate keys; it must leave all of these to the precise one.
+    "duplicate key, spaced": (json.dumps(CLICK)[:-1] + ', "user_id" : "u2"}', "duplicate_field", '"user_id"'),
+    "duplicate key, escaped": (json.dumps(CLICK)[:-1] + ', "user\\u005fid": "u2"}', "duplicate_field", '"user_id"'),
+    "duplicate key, comma in value": (json.dumps(CLICK)[:-1] + ', "user_id": "u,2"}', "duplicate_field", '"user_id"'),
+    "duplicate key deep in context": (json.dumps(with_(CLICK, context={"a": [{"b": 1}]})).replace('"b": 1', '"b": 1, "b": 2'),
+                                      "duplicate_field", '"b"'),
+    "context nested too deep": (json.dumps(with_(CLICK, context={"a": "X"})).replace('"X"', "[" * 250 + "]" * 250),
+                                "not_json", "recursion limit"),
+    "number of over 4300 digits": (json.dumps(with_(CLICK, context={"a": "X"})).replace('"X"', "1" + "0" * 4400 + "e-4400"),
+                                   "not_json", "number out of range"),
     "lone surrogate": (json.dumps(CLICK).replace('"u1"', '"\\ud800"'), "not_json", "escape"),
     "lone surrogate in text": (json.dumps(CLICK).replace("u1", "\ud800"), "not_utf8", "position"),
     "raw control character": (json.dumps(CLICK).replace("u1", "u\t1"), "not_json", "control"),
@@ -93,6 +114,7 @@ BAD = {
     "watch_seconds string": (with_(WATCH, watch_seconds="10"), "wrong_type", "got string '10'"),
     "watch_seconds bool": (with_(WATCH, watch_seconds=True), "wrong_type", "got boolean true"),
     "negative watch time": (with_(WATCH, watch_seconds=-1), "negative_watch_time", "-1"),
+    "watch_seconds an int beyond a float": (with_(WATCH, watch_seconds=10**400), "number_out_of_range", "watch_seconds"),
     "watch_seconds on click": (with_(CLICK, watch_seconds=3), "unexpected_field", "watch_seconds"),
     "context a list": (with_(CLICK, context=["a"]), "wrong_type", "context: expected an object, got array"),
 }
@@ -128,6 +150,10 @@ CANONICAL = [
     CLICK,
     with_(WATCH, watch_seconds=7, context={"z": [1, {"b": None}], "a": "é", "n": 1e-7}),
     with_(WATCH, user_id='quote" back\\ tab\t nul\u0000 é 電', device="tv\n", watch_seconds=1e21),
+    with_(WATCH, watch_seconds=0.1, context={"b": [2.25, {"d": None, "c": -0.0}], "a": 10**30, "é": True}),
+    # floats that msgspec writes unlike json: 1.5e-05 as 0.000015, 1e+16 as 1e16
+    with_(WATCH, watch_seconds=1.5e-5, context={"big": 1e16}),
+    with_(WATCH, context={"small": [-2.5e-5]}),
 ]
 
 

@@ -26,14 +26,16 @@ DTYPES = {"string": tf.string, "float32": tf.float32, "int64": tf.int64}
 
 
 def session(user: str, n: int) -> dict:
-    return {"user_id": user, f"aff_{'comedy' if n % 2 else 'drama'}": 0.3 + n, "events_total": 3 + n, "session_events": n,
+    return {"user_id": user, f"aff_{'comedy' if n % 2 else 'drama'}": 0.3 + n, "events_total": 3 + n,
+            "session_events": n,
             "session_length_s": 60.0 * n, "last_items": [f"i{n}", f"i{n + 1}"][: 1 + n % 2],
             "last_event_ts_ms": T0 + n * 60_000, "prev_gap_s": 12.0 * n}
 
 
 def batch(user: str = "u1", n: int = 1, live: bool = True, items=ITEMS) -> dict[str, np.ndarray]:
     profile = {"profile_events": 10 * n, "share_comedy": 0.5, "share_action": 0.5}
-    return serving_inputs(session(user, n), items, profile, RequestContext(user, T0 + 3_600_000 * (n + 18), "tv"), live=live)
+    context = RequestContext(user, T0 + 3_600_000 * (n + 18), "tv")
+    return serving_inputs(session(user, n), items, profile, context, live=live)
 
 
 def scores(model, inputs) -> np.ndarray:
@@ -76,7 +78,8 @@ def training_rows(seed: int) -> pd.DataFrame:
     blank = dict.fromkeys([*FEATURE_COLUMNS, *SHARE_COLUMNS, "profile_events"])
     return pd.DataFrame([
         {**blank, **session(user, n), "profile_events": 5 * n, "share_drama": 1.0, **item, "device": "phone",
-         "event_timestamp": pd.Timestamp(T0 + 7_200_000 * (n + 1), unit="ms", tz="UTC"), "label": int(rng.random() < 0.3)}
+         "event_timestamp": pd.Timestamp(T0 + 7_200_000 * (n + 1), unit="ms", tz="UTC"),
+         "label": int(rng.random() < 0.3)}
         for n, user in enumerate(USERS) for item in ITEMS
     ])
 
@@ -102,7 +105,8 @@ def test_export_then_reload_scores_like_the_keras_model(models, live, tmp_path):
     assert next_version(model_dir) == 2 and [p.name for p in model_dir.iterdir()] == ["1"]  # no staging dir left
     serving = tf.saved_model.load(str(path)).signatures["serving_default"]
     specs = serving.structured_input_signature[1]
-    assert {name: spec.dtype for name, spec in specs.items()} == {n: DTYPES[d] for n, (d, _) in input_spec(live).items()}
+    expected = {name: DTYPES[dtype] for name, (dtype, _) in input_spec(live).items()}
+    assert {name: spec.dtype for name, spec in specs.items()} == expected
     assert list(serving.structured_outputs) == [OUTPUT]
     served = serving(**{name: tf.constant(value) for name, value in inputs.items()})[OUTPUT].numpy().ravel()
     np.testing.assert_allclose(served, scores(model, inputs), rtol=1e-6, atol=1e-7)
