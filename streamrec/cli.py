@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     # kafka-python logs every reconnect at WARNING/ERROR; keep the console for our own messages.
     logging.getLogger("kafka").setLevel(logging.DEBUG if args.verbose else logging.CRITICAL)
-    for chatty in ("feast", "py4j", "httpx"):
+    for chatty in ("feast", "py4j", "httpx", "httpx2"):
         logging.getLogger(chatty).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         settings = load_settings(args.config)

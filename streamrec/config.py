@@ -106,7 +106,8 @@ class LLMConfig:
     api_key: str = ""
     model: str = ""
     mode: str = "intent"
-    timeout_seconds: float = 30.0
+    # one LLM call (the background re-rank); small local models need seconds, not milliseconds
+    timeout_seconds: float = 120.0
     budget_ms: float = 300.0
     host: str = "127.0.0.1"
     port: int = 8081

@@ -16,24 +16,26 @@ class TTLCache(Generic[V]):
         self.max_entries = max_entries
         self.ttl_s = ttl_s
         self._clock = clock
-        self._entries: OrderedDict[Hashable, tuple[float, V]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[float, V]] = OrderedDict()  # key -> (stored at, value)
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable) -> V | None:
+    def get(self, key: Hashable) -> tuple[V, float] | None:
+        """The value and its age in seconds, or None when absent or expired."""
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
                 return None
-            expires, value = entry
-            if self._clock() >= expires:
+            stored, value = entry
+            age = self._clock() - stored
+            if age >= self.ttl_s:
                 del self._entries[key]
                 return None
             self._entries.move_to_end(key)
-            return value
+            return value, age
 
     def put(self, key: Hashable, value: V) -> None:
         with self._lock:
-            self._entries[key] = (self._clock() + self.ttl_s, value)
+            self._entries[key] = (self._clock(), value)
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)

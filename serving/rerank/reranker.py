@@ -61,6 +61,7 @@ class RerankResult:
     model: str
     mode: str
     intent: Intent | None = None  # intent mode, when applied
+    cache_age_s: float | None = None  # "cached": how long ago the LLM answered
 
 
 @dataclass(frozen=True)
@@ -139,9 +140,9 @@ class Reranker:
         if not self.enabled or not candidates:
             return self._fallback(candidates, "disabled" if not self.enabled else "empty", start)
         key = self._key(user_id, candidates, context, q)
-        proposal = self._cache.get(key)
-        if proposal is not None:
-            return self._applied(proposal, candidates, context, "cached", start)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return self._applied(hit[0], candidates, context, "cached", start, cache_age_s=hit[1])
         future = self._submit(key, candidates, context, q)
         if future is None:
             return self._fallback(candidates, "overloaded", start)
@@ -236,26 +237,28 @@ class Reranker:
         return self._applied(outcome.proposal, candidates, context, "applied", start)
 
     def _applied(self, proposal: Proposal, candidates: list[Candidate], context: LiveContext, status: str,
-                 start: float) -> RerankResult:
+                 start: float, cache_age_s: float | None = None) -> RerankResult:
         if isinstance(proposal, Intent):
             scored = rescore(proposal, candidates, context)
             scores = {s.candidate.item_id: s.score for s in scored}
             order = complete_order(((s.candidate.item_id, s.reason) for s in scored), candidates)
             items = [RankedItem(c.item_id, i + 1, scores[c.item_id], reason) for i, (c, reason) in enumerate(order)]
-            return self._finish(items, status, start, proposal)
+            return self._finish(items, status, start, proposal, cache_age_s)
         order = complete_order(proposal, candidates)
         n = len(order)
         items = [RankedItem(c.item_id, i + 1, round(1.0 - i / n, 6), reason) for i, (c, reason) in enumerate(order)]
-        return self._finish(items, status, start)
+        return self._finish(items, status, start, cache_age_s=cache_age_s)
 
     def _fallback(self, candidates: list[Candidate], status: str, start: float) -> RerankResult:
         order = complete_order((), candidates)
         return self._finish([RankedItem(c.item_id, i + 1, c.wd_score, "") for i, (c, _) in enumerate(order)],
                             status, start)
 
-    def _finish(self, items: list[RankedItem], status: str, start: float, intent: Intent | None = None) -> RerankResult:
+    def _finish(self, items: list[RankedItem], status: str, start: float, intent: Intent | None = None,
+                cache_age_s: float | None = None) -> RerankResult:
         self.stats.record_result(status)
         return RerankResult(
             items=tuple(items), applied=status in APPLIED, status=status,
             latency_ms=(time.monotonic() - start) * 1000.0, model=self.model, mode=self.mode, intent=intent,
+            cache_age_s=cache_age_s,
         )

@@ -244,6 +244,7 @@ def test_refresh_fills_the_cache(fake_llm, make_reranker):
     assert refreshed.status == "applied"
     served = reranker.rerank("u1", CANDIDATES, CTX)
     assert served.status == "cached" and ids(served) == ids(refreshed)
+    assert refreshed.cache_age_s is None and served.cache_age_s >= 0.0
     assert len(fake_llm.received()) == 1
 
 
@@ -276,8 +277,8 @@ def test_cache_entries_expire_after_the_ttl():
     clock = Clock()
     cache = TTLCache(10, ttl_s=60.0, clock=clock)
     cache.put("k", 1)
-    clock.now = 59.9
-    assert cache.get("k") == 1
+    clock.now = 59.5
+    assert cache.get("k") == (1, 59.5)
     clock.now = 60.0
     assert cache.get("k") is None and len(cache) == 0
 
@@ -286,7 +287,8 @@ def test_cache_evicts_the_least_recently_used():
     cache = TTLCache(2, ttl_s=60.0)
     cache.put("a", 1)
     cache.put("b", 2)
-    assert cache.get("a") == 1  # "b" is now the least recently used
+    assert cache.get("a")[0] == 1  # "b" is now the least recently used
     cache.put("c", 3)
-    assert (cache.get("a"), cache.get("b"), cache.get("c")) == (1, None, 3)
+    assert cache.get("b") is None
+    assert cache.get("a")[0] == 1 and cache.get("c")[0] == 3
     assert len(cache) == 2
