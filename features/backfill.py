@@ -3,7 +3,7 @@
 The stream job logs one session row per user per micro-batch; a recorded log gets the
 same fold (``features.offline.feature_history``) with one row per event instead, so a
 point-in-time join finds the state right before any event. The rows go where the stream's
-go (``FeatureStoreClient._log_offline``) under the batch id ``backfill-<hash of the log>``.
+go (``FeatureStoreClient.log_offline``) under the batch id ``backfill-<hash of the log>``.
 The log holds one backfill at a time: re-running replaces its files, and backfilling another
 log removes the previous one's, whose users and times would otherwise mix into the joins.
 Rows a stream job logged for the same events are identical, so a join reads the same values.
@@ -46,7 +46,7 @@ def backfill_session_log(settings: Settings, events_path: str | Path, items_path
     client = FeatureStoreClient(settings)
     table = to_table(history, arrow_schema(client.defs.session_view), f"session rows of {events_path}")
     batch = f"backfill-{log_hash(events_path)}"
-    client._log_offline(table, batch)
+    client.log_offline(table, batch)
     log_dir = Path(client.defs.session_view.batch_source.path)
     for stale in log_dir.glob("date=*/batch-backfill-*.parquet"):
         if stale.name != f"batch-{batch}.parquet":

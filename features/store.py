@@ -154,10 +154,10 @@ class FeatureStoreClient:
         if df.empty:
             return 0
         table = to_table(df, self._session_schema, "session rows")
-        self._log_offline(table, batch)
+        self.log_offline(table, batch)
         return self._write_online(self.defs.session_view, to_frame(table))
 
-    def _log_offline(self, table: pa.Table, batch: str) -> None:
+    def log_offline(self, table: pa.Table, batch: str) -> None:
         log_dir = self.offline_dir / self._module.SESSION_LOG_DIR
         days = table.column("event_timestamp").to_pandas().dt.strftime("%Y-%m-%d")
         written = set()

@@ -204,8 +204,23 @@ class UserItems:
 # ---------------------------------------------------------------- splits
 
 
+class _Sized:
+    """``n_users``/``n_items`` of a split, from its encoders."""
+
+    users: IdEncoder
+    items: IdEncoder
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+
 @dataclass(frozen=True)
-class LooSplit:
+class LooSplit(_Sized):
     """Leave-last-out: ``train`` positives (user_idx, item_idx, ts_ms), and per test user one row of ``candidates``:
     the held-out item at a seeded random column among ``n_negatives`` never-interacted items, so that a model that
     ties scores ranks the held-out item like a random draw."""
@@ -219,17 +234,9 @@ class LooSplit:
     candidates: np.ndarray
     skipped: dict[str, int]
 
-    @property
-    def n_users(self) -> int:
-        return len(self.users)
-
-    @property
-    def n_items(self) -> int:
-        return len(self.items)
-
 
 @dataclass(frozen=True)
-class FullSplit:
+class FullSplit(_Sized):
     """Full ranking: ``train`` and ``test`` positives (user_idx, item_idx, ts_ms); every user in ``test`` has train
     history. ``skipped`` counts users left out of the test, by reason."""
 
@@ -239,14 +246,6 @@ class FullSplit:
     users: IdEncoder
     items: IdEncoder
     skipped: dict[str, int]
-
-    @property
-    def n_users(self) -> int:
-        return len(self.users)
-
-    @property
-    def n_items(self) -> int:
-        return len(self.items)
 
 
 def make_split(events: pd.DataFrame, protocol: str, **options) -> LooSplit | FullSplit:
@@ -263,7 +262,7 @@ def split_loo(events: pd.DataFrame, n_negatives: int = 99, seed: int = 0) -> Loo
     still trains), nor are users with fewer than ``n_negatives`` never-interacted items; ``skipped`` counts both."""
     if n_negatives < 1:
         raise UserError(f"n_negatives must be >= 1, got {n_negatives}")
-    pos, users, items = _encoded_positives(events)
+    pos, users, items = encoded_positives(events)
     counts = np.bincount(pos["user_idx"], minlength=len(users))
     last_row = np.cumsum(counts) - 1  # pos is sorted by user, then time: a user's last row is their latest positive
     tested = counts >= 2
@@ -296,7 +295,7 @@ def split_by_time(events: pd.DataFrame, per_user: bool, train_frac: float = 0.75
     """Time-ordered train/test split for full ranking, across all users at one cut time or per user."""
     if not 0 < train_frac < 1:
         raise UserError(f"train_frac must be in (0, 1), got {train_frac}")
-    pos, users, items = _encoded_positives(events)
+    pos, users, items = encoded_positives(events)
     if per_user:
         protocol = "time_user"
         counts = np.bincount(pos["user_idx"], minlength=len(users))
@@ -325,7 +324,7 @@ def split_by_time(events: pd.DataFrame, per_user: bool, train_frac: float = 0.75
     return FullSplit(protocol, train, test, users, items, skipped)
 
 
-def _encoded_positives(events: pd.DataFrame) -> tuple[pd.DataFrame, IdEncoder, IdEncoder]:
+def encoded_positives(events: pd.DataFrame) -> tuple[pd.DataFrame, IdEncoder, IdEncoder]:
     """One row per positive user-item pair at its first time, sorted by user, time, item."""
     pos = events.loc[events["label"], ["user_id", "item_id", "ts_ms"]]
     if pos.empty:

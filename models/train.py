@@ -18,7 +18,7 @@ import pandas as pd
 
 from features.backfill import backfill_session_log, log_hash
 from features.offline import read_event_log
-from models.data import _encoded_positives, label_positives
+from models.data import encoded_positives, label_positives
 from models.examples import entity_rows, event_frame, model_inputs, pick_positives
 from models.wide_deep import WideDeepConfig
 from streamrec.config import Settings
@@ -94,7 +94,7 @@ def prepare(settings: Settings, event_log: EventLog, *, negatives: int = 4, seed
 
 def decoded_positives(interactions: pd.DataFrame) -> pd.DataFrame:
     """models.data's positives (a user-item pair at its first watch) by id: user_id, item_id, ts_ms."""
-    pos, users, items = _encoded_positives(interactions)
+    pos, users, items = encoded_positives(interactions)
     return pd.DataFrame({
         "user_id": users.decode(pos["user_idx"]), "item_id": items.decode(pos["item_idx"]), "ts_ms": pos["ts_ms"],
     })

@@ -20,7 +20,7 @@ import pandas as pd
 
 from features.context import daypart
 from models.baselines import BPR
-from models.data import IdEncoder, _encoded_positives
+from models.data import IdEncoder, encoded_positives
 from models.retrieval.index import ExactIndex, IVFIndex, load_index, top_k
 from models.retrieval.sources import (
     CONTEXT_FIELDS, ContextPopularity, content_scores, genre_vectors, live_affinity, mips_vectors,
@@ -116,7 +116,7 @@ class CandidateGenerator:
         events = events[in_catalog]
         if not events["label"].any():
             raise UserError("no positive (watch) event on a catalog item to learn from")
-        positives, users, mf_items = _encoded_positives(events)
+        positives, users, mf_items = encoded_positives(events)
         bpr = (bpr or BPR(progress=False)).fit(positives, len(users), len(mf_items))
         user_vectors, item_vectors = mips_vectors(bpr)
         ids = mf_items.ids.tolist()
