@@ -1,9 +1,8 @@
 """``streamrec bench ingest``: events/s through raw kafka-python vs through the validating SDK.
 
-Both paths send the same pre-serialized events with the same producer options,
-each to a fresh topic; the SDK path also validates and re-serializes every
-event, and partitions with its MemoPartitioner (the partitions kafka-python's
-default partitioner picks, for less work per record). Rounds alternate which
+Both paths send the same pre-serialized events with the same producer options
+(``open_kafka_producer``, partitioner included), each to a fresh topic; the SDK
+path also validates and re-serializes every event. Rounds alternate which
 path goes first and the ratio is the median of the rounds' ratios, so a
 neighbour's load burst skews one round, not the result.
 Target: SDK >= 90 % of raw; exit code 1 when it is missed.

@@ -54,7 +54,8 @@ def open_kafka_producer(cfg: KafkaConfig, **overrides) -> KafkaProducer:
 
     ``overrides`` are kafka-python producer options that win over the configured ones.
     """
-    opts = {**producer_options(cfg), **overrides}
+    # Every producer (the SDK's and the benchmark's raw baseline alike) partitions with the memo.
+    opts = {**producer_options(cfg), "partitioner": MemoPartitioner(), **overrides}
     try:
         try:
             return KafkaProducer(**{"enable_idempotence": True, **opts})
@@ -105,7 +106,7 @@ class EventProducer:
     def __init__(self, settings: Settings, *, source: str = "sdk", **producer_overrides):
         cfg = settings.kafka
         ensure_topics(cfg)
-        self._producer = open_kafka_producer(cfg, **{"partitioner": MemoPartitioner(), **producer_overrides})
+        self._producer = open_kafka_producer(cfg, **producer_overrides)
         self._topic = cfg.events_topic
         self._dlq_topic = cfg.dlq_topic
         self._max_bytes = settings.ingest.max_event_bytes
