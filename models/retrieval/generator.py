@@ -21,7 +21,7 @@ import pandas as pd
 from features.context import daypart
 from models.baselines import BPR
 from models.data import IdEncoder, encoded_positives
-from models.retrieval.index import ExactIndex, IVFIndex, load_index, top_k
+from models.retrieval.index import ExactIndex, IVFIndex, load_index, read_saved, top_k
 from models.retrieval.sources import (
     CONTEXT_FIELDS, ContextPopularity, content_scores, genre_vectors, live_affinity, mips_vectors,
     normalized_context,
@@ -199,13 +199,7 @@ class CandidateGenerator:
     @classmethod
     def load(cls, directory: str | Path) -> CandidateGenerator:
         directory = Path(directory)
-        try:
-            meta = json.loads((directory / "generator.json").read_text(encoding="utf-8"))
-            with np.load(directory / "generator.npz", allow_pickle=False) as npz:
-                arrays = {name: npz[name] for name in npz.files}
-        except FileNotFoundError as e:
-            raise UserError(f"no trained candidate generator in {directory} ({Path(e.filename).name} is missing): "
-                            "fit one and save it there first") from None
+        meta, arrays = read_saved(directory, "generator", "no trained candidate generator (streamrec train)")
         if meta.get("version") != _FORMAT_VERSION:
             raise UserError(f"{directory}: unsupported generator format version {meta.get('version')!r}")
         config = MixerConfig(**meta["config"])

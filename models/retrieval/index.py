@@ -180,14 +180,19 @@ class IVFIndex(_Index):
         return {"nprobe": self.nprobe}
 
 
+def read_saved(directory: Path, stem: str, missing: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """``<stem>.json`` and the arrays of ``<stem>.npz``; ``missing`` starts the error when either is absent."""
+    try:
+        meta = json.loads((directory / f"{stem}.json").read_text(encoding="utf-8"))
+        with np.load(directory / f"{stem}.npz", allow_pickle=False) as npz:
+            return meta, {name: npz[name] for name in npz.files}
+    except FileNotFoundError as e:
+        raise UserError(f"{missing} in {directory} ({Path(e.filename).name} is missing)") from None
+
+
 def load_index(directory: str | Path) -> ExactIndex | IVFIndex:
     directory = Path(directory)
-    try:
-        meta = json.loads((directory / "index.json").read_text(encoding="utf-8"))
-        with np.load(directory / "index.npz", allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except FileNotFoundError as e:
-        raise UserError(f"no saved index in {directory} ({Path(e.filename).name} is missing)") from None
+    meta, arrays = read_saved(directory, "index", "no saved index")
     if meta.get("version") != _FORMAT_VERSION:
         raise UserError(f"{directory}: unsupported index format version {meta.get('version')!r}")
     if meta["kind"] == ExactIndex.kind:
