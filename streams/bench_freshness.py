@@ -61,6 +61,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from streams.spark_session import get_spark
     from streams.stream_sink import FeastSink
     from features.store import FeatureStoreClient
+    from streams.kafka_util import ensure_topics
 
     tag = time.strftime("%Y%m%d-%H%M%S")
     kafka = dataclasses.replace(
@@ -68,7 +69,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     )
     spark_cfg = dataclasses.replace(settings.spark, trigger_seconds=args.trigger or settings.spark.trigger_seconds)
     bench = dataclasses.replace(settings, kafka=kafka, spark=spark_cfg, data_dir=str(settings.data_path / "bench" / f"freshness-{tag}"))
-    stack.up(bench, only=["broker"], echo=lambda *_: None)
+    # The broker is the stack's own (started if embedded and down); topics and state are the run's.
+    stack.up(settings, only=["broker"], echo=lambda *_: None)
+    ensure_topics(kafka)
     catalog = bench.data_path / "world" / "items.jsonl"
     generate_world(catalog.parent, users=10, items=500, days=0.05, seed=1)  # only its catalog is used
     items = [json.loads(line)["item_id"] for line in catalog.open()]
