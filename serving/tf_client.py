@@ -11,6 +11,7 @@ from typing import Mapping
 import grpc
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -55,15 +56,22 @@ class PredictClient:
         self, inputs: Mapping[str, np.ndarray], signature: str = "serving_default", version: int | None = None
     ) -> dict[str, np.ndarray]:
         """Score one batch: every input has the batch as its first dimension and the signature's dtype."""
+        return self.predict_versioned(inputs, signature, version)[0]
+
+    def predict_versioned(
+        self, inputs: Mapping[str, np.ndarray], signature: str = "serving_default", version: int | None = None
+    ) -> tuple[dict[str, np.ndarray], str, int]:
+        """``predict``, plus the model name and version that answered (from the response's model_spec)."""
         request = predict_pb2.PredictRequest()
         request.model_spec.name = self.model_name
         request.model_spec.signature_name = signature
         if version is not None:
             request.model_spec.version.value = version
         for name, value in inputs.items():
-            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+            request.inputs[name].CopyFrom(tensor_proto(value))
         response = self._call(self._stub.Predict, request)
-        return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+        outputs = {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+        return outputs, response.model_spec.name, response.model_spec.version.value
 
     def metadata(self) -> ModelMetadata:
         """The serving version and its callable signatures' input and output specs."""
@@ -97,6 +105,18 @@ class PredictClient:
         except grpc.RpcError as e:
             message = f"model {self.model_name!r} at {self.address}: {e.code().name}: {e.details()}"
             raise PredictError(e.code(), message) from None
+
+
+def tensor_proto(value: np.ndarray) -> tensor_pb2.TensorProto:
+    """The TensorProto ``tf.make_tensor_proto`` would give for a numeric or string array, at a fraction of
+    its cost: it converts each string through a codec lookup, ~3,400 strings per 200-candidate request."""
+    value = np.asarray(value)
+    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in value.shape])
+    if value.dtype == object or value.dtype.kind in "US":
+        strings = [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in value.ravel().tolist()]
+        return tensor_pb2.TensorProto(dtype=tf.string.as_datatype_enum, tensor_shape=shape, string_val=strings)
+    return tensor_pb2.TensorProto(dtype=tf.dtypes.as_dtype(value.dtype).as_datatype_enum, tensor_shape=shape,
+                                  tensor_content=np.ascontiguousarray(value).tobytes())
 
 
 def _specs(tensor_infos) -> dict[str, tf.TensorSpec]:

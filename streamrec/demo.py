@@ -167,10 +167,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     step("stream job (Spark Structured Streaming) -> live features in Feast")
     stack.up(settings, only=["stream"])
-    waited = wait_until_online(settings, latest_event_per_user(world / "events.jsonl"))
+    latest = latest_event_per_user(world / "events.jsonl")
+    waited = wait_until_online(settings, latest)
     print(f"   all users' online features current after {waited:.0f}s more")
     print("   " + json.dumps(summarize_stats(StreamPaths.of(settings).stats)))
-    sample = sorted(latest_event_per_user(world / "events.jsonl"))[:SHOW_USERS]
+    sample = sorted(latest)[:SHOW_USERS]
     for row in store.online_features(sample):
         print("   " + describe_live(row))
 

@@ -233,7 +233,7 @@ def test_request_tensors_decode_as_tensorflow_encodes_them():
     import numpy as np
     import tensorflow as tf
 
-    from serving.pipeline import tensor_proto
+    from serving.tf_client import tensor_proto
 
     arrays = [np.array([["i00001", ""], ["é", "x"]], dtype=object), np.random.default_rng(0).random((3, 18), np.float32),
               np.array([[1], [0]], np.int64), np.array([["phone"]]), np.zeros((0, 1), np.float32)]
