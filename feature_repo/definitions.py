@@ -21,7 +21,7 @@ from pathlib import Path
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.types import Array, Float32, Int64, String
 
-from features.context import GENRE_SLUGS
+from streamrec.vocabulary import GENRE_SLUGS
 
 PROJECT = "streamrec"
 PUSH_SOURCE = "user_session_push"

@@ -1,13 +1,17 @@
 """Exponential time decay on event time.
 
 A weight w added at event time t is worth w * 2^(-(T - t) / h) when read at a
-later time T (h: half-life). The vector is kept as its value at a reference
-time, the latest event time seen, so every factor computed here is 2^(-x) with
-x >= 0: nothing is ever scaled up, so long-idle users cannot overflow.
+later time T (h: half-life). A user's decayed sums are kept as their value at a
+reference time R, the latest event time seen, so folding events e_1..e_n into
+sums S (at R) gives, with R' = max(R, t_1, ..., t_n):
 
-Because a decayed sum is a plain sum of decayed terms, the result does not
-depend on the order events arrive in (up to float rounding), which is what
-lets late events inside the watermark be folded in exactly.
+    S' = S * 2^(-(R' - R) / h) + sum_i delta_i * 2^(-(R' - t_i) / h)
+
+Every exponent is <= 0: nothing is ever scaled up, so long-idle users cannot
+overflow. A decayed sum is a plain sum of decayed terms, so the result does not
+depend on the order events arrive in (up to float rounding); that is what lets
+late events inside the watermark be folded in exactly, and lets one call fold a
+whole micro-batch for many users at once.
 """
 from __future__ import annotations
 
@@ -25,33 +29,21 @@ def decay_factor(elapsed_ms: float, half_life_ms: float) -> float:
     return math.exp2(-elapsed_ms / half_life_ms)
 
 
-class DecayedVector:
-    """A vector of decayed sums sharing one reference time (the latest event time added).
+def fold_decayed(
+    sums: np.ndarray, ref_ms: np.ndarray, deltas: np.ndarray, ts_ms: np.ndarray, starts: np.ndarray, half_life_ms: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The formula above for U users at once.
 
-    The half-life is passed to each call rather than stored: it is configuration,
-    and the serialized state should only hold data.
+    ``sums`` (U, K) at ``ref_ms`` (U,; -1 for a user with no events yet, whose sums are 0);
+    ``deltas`` (n, K) at ``ts_ms`` (n,), grouped by user: user u's events are rows
+    ``starts[u]:starts[u+1]`` (every user has at least one). Returns (new sums, new reference times).
     """
-
-    __slots__ = ("values", "ref_ms")
-
-    def __init__(self, size: int, values=None, ref_ms: int | None = None):
-        self.values = np.zeros(size) if values is None else np.array(values, dtype=np.float64)
-        if self.values.shape != (size,):
-            raise ValueError(f"expected {size} values, got shape {self.values.shape}")
-        self.ref_ms = ref_ms
-
-    def add(self, ts_ms: int, delta: np.ndarray, half_life_ms: float) -> None:
-        """Add ``delta`` as of event time ``ts_ms``; an event older than the reference is decayed to it."""
-        if self.ref_ms is None or ts_ms >= self.ref_ms:
-            if self.ref_ms is not None and ts_ms > self.ref_ms:
-                self.values *= decay_factor(ts_ms - self.ref_ms, half_life_ms)
-            self.values += delta
-            self.ref_ms = ts_ms
-        else:
-            self.values += delta * decay_factor(self.ref_ms - ts_ms, half_life_ms)
-
-    def value_at(self, ts_ms: int, half_life_ms: float) -> np.ndarray:
-        """The vector as read at ``ts_ms`` (not before the reference time: later events are already in it)."""
-        if self.ref_ms is None:
-            return np.zeros_like(self.values)
-        return self.values * decay_factor(ts_ms - self.ref_ms, half_life_ms)
+    if not half_life_ms > 0:
+        raise ValueError(f"half-life must be > 0, got {half_life_ms} ms")
+    ts = np.asarray(ts_ms, dtype=np.int64)
+    new_ref = np.maximum(np.asarray(ref_ms, dtype=np.int64), np.maximum.reduceat(ts, starts))
+    counts = np.diff(np.append(starts, len(ts)))
+    age = np.repeat(new_ref, counts) - ts
+    terms = deltas * np.exp2(-age / half_life_ms)[:, None]
+    kept = np.where(ref_ms >= 0, np.exp2(-(new_ref - ref_ms) / half_life_ms), 0.0)
+    return sums * kept[:, None] + np.add.reduceat(terms, starts, axis=0), new_ref

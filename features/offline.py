@@ -1,4 +1,4 @@
-"""Batch features: the streaming fold (``UserState``) run over a whole event log.
+"""Batch features: the streaming fold (``fold_users``) run over a whole event log.
 
 Same fold, same order (event time, then event_id), so a user's final row here
 equals what the streaming job last wrote for that user once it has seen the same
@@ -16,10 +16,10 @@ from typing import Iterable, Iterator, Mapping
 
 import pandas as pd
 
-from features.user_state import FEATURE_COLUMNS, UserState, event_order
+from features.user_state import FEATURE_COLUMNS, UserState, event_order, feature_columns, fold_users
 from streamrec.config import FeatureConfig
 from streamrec.errors import UserError
-from streams.schema import InvalidEvent, parse_event
+from streamrec.events import InvalidEvent, parse_event
 
 
 def read_event_log(path: str | Path, *, skipped: Counter | None = None) -> Iterator[dict]:
@@ -83,20 +83,24 @@ def _events_by_user(events: Iterable[Mapping] | pd.DataFrame, items: Mapping[str
     return by_user
 
 
-def _frame(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=list(FEATURE_COLUMNS))
+def _frame(columns: dict[str, list] | None) -> pd.DataFrame:
+    return pd.DataFrame(columns, columns=list(FEATURE_COLUMNS))
+
+
+def _folded(pairs: list[tuple[str, UserState, list[dict]]], cfg: FeatureConfig) -> None:
+    errors = fold_users([(state, events) for _, state, events in pairs], cfg)
+    for (user_id, _, _), error in zip(pairs, errors):
+        if error is not None:
+            raise ValueError(f"user {user_id!r}: {error}")
 
 
 def compute_features(
     events: Iterable[Mapping] | pd.DataFrame, items: Mapping[str, Mapping], cfg: FeatureConfig
 ) -> pd.DataFrame:
     """One row per user (sorted by user_id): the feature row of the user's final state."""
-    rows = []
-    for user_id, user_events in sorted(_events_by_user(events, items).items()):
-        state = UserState()
-        state.apply(user_events, cfg)
-        rows.append(state.feature_row(user_id))
-    return _frame(rows)
+    pairs = [(user_id, UserState(), user_events) for user_id, user_events in sorted(_events_by_user(events, items).items())]
+    _folded(pairs, cfg)
+    return _frame(feature_columns([(user_id, state) for user_id, state, _ in pairs]) if pairs else None)
 
 
 def feature_history(
@@ -107,10 +111,14 @@ def feature_history(
     A row's ``event_timestamp`` is its event's time, so a point-in-time join that asks for
     features strictly before a label's time never sees the labelled event itself.
     """
-    rows = []
-    for user_id, user_events in sorted(_events_by_user(events, items).items()):
-        state = UserState()
-        for event in sorted(user_events, key=event_order):
-            state.apply([event], cfg)
-            rows.append(state.feature_row(user_id))
-    return _frame(rows)
+    by_user = {user_id: sorted(user_events, key=event_order) for user_id, user_events in _events_by_user(events, items).items()}
+    states = {user_id: UserState() for user_id in by_user}
+    snapshots: list[tuple[str, UserState]] = []
+    # Step k folds every user's k-th event at once: one fold call per step, not per event.
+    for k in range(max(map(len, by_user.values()), default=0)):
+        step = [(user_id, states[user_id], [user_events[k]]) for user_id, user_events in by_user.items() if k < len(user_events)]
+        _folded(step, cfg)
+        snapshots += [(user_id, UserState.from_json(state.to_json())) for user_id, state, _ in step]
+    order = {user_id: n for n, user_id in enumerate(sorted(by_user))}
+    snapshots.sort(key=lambda pair: order[pair[0]])  # stable: each user's rows stay in event order
+    return _frame(feature_columns(snapshots) if snapshots else None)

@@ -22,7 +22,7 @@ from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
-from typing import Iterable
+from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
 import pyarrow as pa
@@ -35,7 +35,7 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.types import Int64, from_feast_to_pyarrow_type
 
-from features.context import GENRE_INDEX, GENRE_SLUGS
+from streamrec.vocabulary import GENRE_INDEX, GENRE_SLUGS
 from streamrec.config import Settings
 from streamrec.errors import UserError
 
@@ -134,6 +134,7 @@ class FeatureStoreClient:
         self.config = repo_config(settings)
         self.store = FeatureStore(config=self.config)
         self._session_schema = arrow_schema(self.defs.session_view)
+        self._redis_rows = None
 
     # ---- registry ----
     def apply(self) -> None:
@@ -156,6 +157,31 @@ class FeatureStoreClient:
         table = to_table(df, self._session_schema, "session rows")
         self.log_offline(table, batch)
         return self._write_online(self.defs.session_view, to_frame(table))
+
+    def write_session_online(self, columns: Mapping[str, Sequence]) -> None:
+        """The stream job's online write: every row replaces the user's row, whatever its timestamp.
+
+        The job's state store orders updates, so a late event or a second event in the same
+        millisecond must still land (Feast's own Redis write skips a row whose timestamp is not
+        newer than the stored one). Redis: one pipelined round trip (``features.online_write``);
+        SQLite: Feast's writer, which overwrites too.
+        """
+        view = self.defs.session_view
+        if self.config.online_store.type == "redis":
+            if self._redis_rows is None:
+                from features.online_write import RedisRowWriter
+
+                self._redis_rows = RedisRowWriter(self.config, view)
+            self._redis_rows.write(columns["user_id"], columns["last_event_ts_ms"], {f.name: columns[f.name] for f in view.features})
+        else:
+            self.store.write_to_online_store(view.name, pd.DataFrame(columns))
+
+    def log_session_offline(self, columns: Mapping[str, Sequence], batch_id: int | str) -> None:
+        """The offline log of the stream job's batch ``batch_id`` (replaced when the batch is replayed)."""
+        batch = str(batch_id)
+        if not _BATCH_ID.match(batch):
+            raise ValueError(f"batch id {batch_id!r}: use letters, digits, '_' or '-'")
+        self.log_offline(pa.Table.from_pydict(dict(columns), schema=self._session_schema), batch)
 
     def log_offline(self, table: pa.Table, batch: str) -> None:
         log_dir = self.offline_dir / self._module.SESSION_LOG_DIR

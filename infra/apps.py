@@ -18,7 +18,7 @@ def _cli(*args: str) -> list[str]:
 
 
 def stream_missing(settings: Settings) -> str | None:
-    from streams.stream_job import default_catalog
+    from features.stream_job import default_catalog
 
     catalog = default_catalog(settings)
     return None if catalog.is_file() else f"no item catalog at {catalog} yet (streamrec generate)"
@@ -32,7 +32,7 @@ def _heartbeat_pid(path: Path) -> int | None:
 
 
 def stream_service(settings: Settings) -> Service:
-    from streams.stream_job import StreamPaths
+    from features.stream_job import StreamPaths
 
     heartbeat = StreamPaths.of(settings).heartbeat
     svc = Service(

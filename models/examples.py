@@ -23,7 +23,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from features.context import GENRE_SLUGS, GENRES, daypart
+from streamrec.vocabulary import GENRE_SLUGS, GENRES, daypart
 from features.user_state import FEATURE_COLUMNS
 from streamrec.errors import UserError
 

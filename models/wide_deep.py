@@ -22,7 +22,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from features.context import DAYPARTS, DEVICES, GENRES
+from streamrec.vocabulary import DAYPARTS, DEVICES, GENRES
 from models.examples import input_spec
 
 OUTPUT = "score"

@@ -19,7 +19,7 @@ import httpx
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from features.context import DEVICES
+from streamrec.vocabulary import DEVICES
 from infra.llm import resolve_endpoint
 from models.retrieval import CandidateGenerator, retrieval_dir
 from serving.auth import require_token

@@ -9,7 +9,7 @@ import importlib
 
 BENCHMARKS = {
     "ingest": ("streams.bench_ingest", "events/s: raw kafka-python vs the validating SDK"),
-    "freshness": ("streams.bench_freshness", "event -> online-visible latency of the stream job at a fixed rate"),
+    "freshness": ("features.bench_freshness", "event -> online-visible latency of the stream job at a fixed rate"),
     "retrieval": ("models.bench_retrieval", "top-K latency and IVF recall as the catalog grows"),
     "serve": ("serving.bench_serve", "/recommend latency per stage at a fixed request rate"),
     "llm": ("serving.rerank.bench_llm", "re-rank LLM latency, tokens/s and valid-output fraction, both modes"),

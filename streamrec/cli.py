@@ -24,7 +24,7 @@ from streamrec.errors import UserError
 COMMAND_MODULES = (
     "infra.cli",
     "streams.cli",
-    "streams.stream_cli",
+    "features.stream_cli",
     "features.cli",
     "models.cli",
     "serving.model_server.cli",

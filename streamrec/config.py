@@ -57,10 +57,12 @@ class SparkConfig:
     # "python": the project's Kafka data source; "kafka": Spark's native connector
     # (needs spark-sql-kafka on the classpath).
     source: str = "python"
-    trigger_seconds: float = 1.0
+    trigger_seconds: float = 0.1
     max_events_per_trigger: int = 20000
     shuffle_partitions: int = 2
     watermark: str = "10 minutes"
+    # the stream job's Prometheus /metrics on 127.0.0.1 (0: off)
+    metrics_port: int = 8096
 
 
 @dataclass

@@ -80,7 +80,7 @@ def wait_until_online(settings: Settings, expected: dict[str, int], timeout_s: f
 
 
 def describe_live(row: dict) -> str:
-    from features.context import GENRE_SLUGS
+    from streamrec.vocabulary import GENRE_SLUGS
 
     affinities = sorted(((row.get(f"aff_{g}") or 0.0, g) for g in GENRE_SLUGS), reverse=True)
     top = ", ".join(f"{g} {v:.2f}" for v, g in affinities[:3] if v > 0) or "none"
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from models.evaluate import run_evaluation
     from models.train import EventLog, train
     from streams.producer import EventProducer
-    from streams.stream_job import StreamPaths, summarize_stats
+    from features.stream_job import StreamPaths, summarize_stats
 
     world = settings.data_path / "world"
     step = Steps(total=9)

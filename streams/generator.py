@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from features.context import DEVICES, GENRES, daypart, is_weekend, local_time
+from streamrec.vocabulary import DEVICES, GENRES, daypart, is_weekend, local_time
 from streamrec.errors import UserError
 from streams.world import (
     CONTEXT_RULES, DEVICE_RULES, HOUR_WEIGHTS, Context, ModelParams, World, device_distribution,

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from features.context import GENRES
+from streamrec.vocabulary import GENRES
 from streamrec.errors import UserError
 from streams.world import typical_minutes
 

@@ -18,7 +18,7 @@ from kafka.producer.future import FutureRecordMetadata
 from streamrec.config import KafkaConfig, Settings
 from streamrec.errors import UserError
 from streams.kafka_util import client_options, ensure_topics
-from streams.schema import Event, InvalidEvent, as_bytes, parse_event
+from streamrec.events import Event, InvalidEvent, as_bytes, parse_event
 
 log = logging.getLogger(__name__)
 

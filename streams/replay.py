@@ -19,7 +19,7 @@ from tqdm import tqdm
 from streamrec.config import Settings
 from streamrec.errors import UserError
 from streams.producer import EventProducer
-from streams.schema import InvalidEvent
+from streamrec.events import InvalidEvent
 
 
 @dataclass

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from features.context import DAYPARTS, DEVICES, GENRE_INDEX, GENRES, daypart, is_weekend, local_time
+from streamrec.vocabulary import DAYPARTS, DEVICES, GENRE_INDEX, GENRES, daypart, is_weekend, local_time
 from streamrec.errors import UserError
 
 DEVICE_INDEX = {d: i for i, d in enumerate(DEVICES)}

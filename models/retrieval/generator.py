@@ -18,7 +18,7 @@ from typing import Iterable, Mapping, NamedTuple
 import numpy as np
 import pandas as pd
 
-from features.context import daypart
+from streamrec.vocabulary import daypart
 from models.baselines import BPR
 from models.data import IdEncoder, encoded_positives
 from models.retrieval.index import ExactIndex, IVFIndex, load_index, read_saved, top_k

@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from features.context import daypart, is_weekend, local_time
+from streamrec.vocabulary import daypart, is_weekend, local_time
 from features.offline import compute_features
 from features.user_state import decay_features_to
 from models.data import FullSplit

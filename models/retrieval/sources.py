@@ -10,7 +10,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from features.context import DAYPARTS, GENRE_INDEX, GENRE_SLUGS
+from streamrec.vocabulary import DAYPARTS, GENRE_INDEX, GENRE_SLUGS
 from models.baselines import BPR
 from models.baselines.recommender import check_fitted
 from streamrec.errors import UserError

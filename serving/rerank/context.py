@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
-from features.context import GENRE_SLUGS, GENRES, daypart, is_weekend, local_time
+from streamrec.vocabulary import GENRE_SLUGS, GENRES, daypart, is_weekend, local_time
 from streamrec.config import FeatureConfig
 
 TOP_GENRES = 3

@@ -15,7 +15,7 @@ import re
 import unicodedata
 from typing import Any, Sequence
 
-from features.context import GENRES
+from streamrec.vocabulary import GENRES
 from serving.rerank.context import Candidate, LiveContext
 from serving.rerank.intent import MOODS, NO_GENRE
 from serving.rerank.schema import MAX_RANKED, MAX_REASON_CHARS

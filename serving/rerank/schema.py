@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from features.context import GENRES
+from streamrec.vocabulary import GENRES
 from serving.rerank.intent import LENGTHS, MOODS, NO_GENRE
 
 MAX_REASON_CHARS = 80

@@ -17,7 +17,7 @@ import unicodedata
 from dataclasses import replace
 from typing import Any, Iterable, Sequence
 
-from features.context import GENRES
+from streamrec.vocabulary import GENRES
 from serving.rerank.context import Candidate
 from serving.rerank.intent import GENRE_WORDS, LENGTHS, MOODS, Intent
 from serving.rerank.schema import MAX_INTENT_REASON_CHARS, MAX_REASON_CHARS

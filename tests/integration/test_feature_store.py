@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import pytest
 
-from features.context import GENRE_SLUGS
+from streamrec.vocabulary import GENRE_SLUGS
 from streamrec.cli import main
 
 T1 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)

@@ -13,7 +13,7 @@ from infra import broker, process
 from streamrec.config import Settings
 from streams.kafka_util import ensure_topics, read_topic
 from streams.producer import DeliveryError, EventProducer
-from streams.schema import parse_event
+from streamrec.events import parse_event
 from tests.helpers import free_port
 
 

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from features.context import DEVICES
+from streamrec.vocabulary import DEVICES
 from serving.app import create_app
 from serving.pipeline import STAGES
 from streamrec.config import LLMConfig, Settings

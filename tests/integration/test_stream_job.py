@@ -21,7 +21,7 @@ from kafka import KafkaProducer
 from features.offline import compute_features, load_items, read_event_log
 from features.store import FeatureStoreClient
 from features.user_state import FEATURE_COLUMNS
-from streams import stream_job
+from features import stream_job
 from streams.generator import generate_world
 from streams.kafka_util import read_topic
 from streams.replay import replay

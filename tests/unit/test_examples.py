@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.context import GENRES
+from streamrec.vocabulary import GENRES
 from features.user_state import FEATURE_COLUMNS
 from models.data import label_positives
 from models.examples import (

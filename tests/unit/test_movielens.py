@@ -7,7 +7,7 @@ import pytest
 
 from streamrec.errors import UserError
 from streams.movielens import convert, load, resolve_format, split_title
-from streams.schema import parse_event
+from streamrec.events import parse_event
 from streams.world import typical_minutes
 
 T0 = 880_000_000  # 1997-11-20, epoch seconds

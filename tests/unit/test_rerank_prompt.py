@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from features.context import GENRE_SLUGS, GENRES
+from streamrec.vocabulary import GENRE_SLUGS, GENRES
 from serving.rerank.context import (
     Candidate, LiveContext, RecentItem, candidate_set_hash, context_signature, live_context, top_genres,
 )

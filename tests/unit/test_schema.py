@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from streams import schema
-from streams.schema import Event, InvalidEvent, parse_event
+from streamrec import events as schema
+from streamrec.events import Event, InvalidEvent, parse_event
 
 NOW_MS = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 EID = "6f1c2a9e-1b2c-4d3e-8f4a-0123456789ab"
@@ -115,6 +115,8 @@ BAD = {
     "watch_seconds bool": (with_(WATCH, watch_seconds=True), "wrong_type", "got boolean true"),
     "negative watch time": (with_(WATCH, watch_seconds=-1), "negative_watch_time", "-1"),
     "watch_seconds an int beyond a float": (with_(WATCH, watch_seconds=10**400), "number_out_of_range", "watch_seconds"),
+    "watch_seconds 1e308 (overflowed the fold)": (with_(WATCH, watch_seconds=1e308), "number_out_of_range", "24 h"),
+    "watch_seconds a second over a day": (with_(WATCH, watch_seconds=86_400.001), "number_out_of_range", "24 h"),
     "watch_seconds on click": (with_(CLICK, watch_seconds=3), "unexpected_field", "watch_seconds"),
     "context a list": (with_(CLICK, context=["a"]), "wrong_type", "context: expected an object, got array"),
 }
@@ -149,7 +151,7 @@ def test_unserialisable_mapping_is_not_json():
 CANONICAL = [
     CLICK,
     with_(WATCH, watch_seconds=7, context={"z": [1, {"b": None}], "a": "é", "n": 1e-7}),
-    with_(WATCH, user_id='quote" back\\ tab\t nul\u0000 é 電', device="tv\n", watch_seconds=1e21),
+    with_(WATCH, user_id='quote" back\\ tab\t nul\u0000 é 電', device="tv\n", watch_seconds=5.0, context={"big": 1e21}),
     with_(WATCH, watch_seconds=0.1, context={"b": [2.25, {"d": None, "c": -0.0}], "a": 10**30, "é": True}),
     # floats that msgspec writes unlike json: 1.5e-05 as 0.000015, 1e+16 as 1e16
     with_(WATCH, watch_seconds=1.5e-5, context={"big": 1e16}),

@@ -3,7 +3,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from features.context import GENRE_SLUGS, GENRES
+from streamrec.vocabulary import GENRE_SLUGS, GENRES
 from features.user_state import (
     DECAYED_COLUMNS, FEATURE_COLUMNS, UserState, decay_features_to, event_delta, watch_fraction,
 )
@@ -165,7 +165,7 @@ def test_chunk_invariance_over_random_splits():
     rng = np.random.default_rng(11)
     for trial in range(20):
         events = random_log(rng, int(rng.integers(1, 80)))
-        whole = folded(events).to_json()
+        whole = folded(events).feature_row("u1")
         cuts = np.sort(rng.choice(np.arange(1, len(events) + 1), rng.integers(0, len(events) + 1), replace=False))
         state = UserState()
         for chunk in np.split(np.arange(len(events)), cuts):
@@ -173,7 +173,11 @@ def test_chunk_invariance_over_random_splits():
             batch = [events[i] for i in rng.permutation(chunk)]
             state = UserState.from_json(state.to_json())
             state.apply(batch, CFG)
-        assert state.to_json() == whole, trial
+        row = state.feature_row("u1")
+        for c in DECAYED_COLUMNS:  # one formula per batch: equal up to float rounding
+            assert row[c] == pytest.approx(whole[c], rel=1e-12, abs=1e-12), (trial, c)
+        assert {k: v for k, v in row.items() if k not in DECAYED_COLUMNS} == {
+            k: v for k, v in whole.items() if k not in DECAYED_COLUMNS}, trial
 
 
 def test_late_events_keep_order_independent_features_exact():
@@ -222,13 +226,13 @@ def test_json_round_trip_is_exact_and_compact():
     text = state.to_json()
     back = UserState.from_json(text)
     assert back.to_json() == text
-    assert np.array_equal(back.decayed.values, state.decayed.values)
+    assert np.array_equal(back.decayed, state.decayed)
     assert back.feature_row("u1") == state.feature_row("u1")
-    assert " " not in text and len(text) < 1200
+    assert b" " not in text and len(text) < 1200
 
 
 def test_unknown_state_version_is_refused():
-    text = folded([ev(1, T0)]).to_json().replace('"v":1', '"v":99')
+    text = folded([ev(1, T0)]).to_json().replace(b"[2,", b"[99,", 1)
     with pytest.raises(ValueError, match="version"):
         UserState.from_json(text)
 

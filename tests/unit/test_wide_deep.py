@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from features.context import GENRES
+from streamrec.vocabulary import GENRES
 from features.user_state import FEATURE_COLUMNS
 from models.examples import SHARE_COLUMNS, RequestContext, input_spec, serving_inputs
 from models.export import KERAS_FILE, METADATA, export_model, next_version

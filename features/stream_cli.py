@@ -9,7 +9,7 @@ from streamrec.config import Settings
 
 
 def _stream(args: argparse.Namespace, settings: Settings) -> int:
-    from streams import stream_job
+    from features import stream_job
 
     if args.stats:
         summary = stream_job.summarize_stats(stream_job.StreamPaths.of(settings).stats, last=args.last)

@@ -26,6 +26,9 @@ MAX_DEVICE_CHARS = 64
 # Earliest accepted event time, 1990-01-01 (MovieLens starts in 1995): anything before
 # is almost surely epoch *seconds* sent where milliseconds are expected.
 MIN_TS_MS = 631_152_000_000
+# One watch cannot last longer than a day: a bound on what is physically possible keeps every
+# decayed sum finite (two watches of 1e308 s once overflowed them to inf and stopped the job).
+MAX_WATCH_SECONDS = 86_400
 
 REQUIRED = frozenset({"event_id", "event_type", "user_id", "item_id", "ts", "device", "session_id"})
 ALLOWED = REQUIRED | {"watch_seconds", "context"}
@@ -252,6 +255,8 @@ def _watch_seconds(obj: dict, event_type: str) -> float | None:
         raise InvalidEvent("number_out_of_range", f"watch_seconds: {_show(value)} is beyond a float's range")
     if value < 0:
         raise InvalidEvent("negative_watch_time", f"watch_seconds: must be >= 0, got {value}")
+    if value > MAX_WATCH_SECONDS:
+        raise InvalidEvent("number_out_of_range", f"watch_seconds: {_show(value)} is more than {MAX_WATCH_SECONDS} (24 h)")
     return value
 
 
@@ -324,7 +329,7 @@ def _vouch(data: bytes, now_ms: int, max_future_skew_s: float) -> Event | None:
             watch_seconds = None
         elif watch_seconds is not None:
             return None
-    elif type(watch_seconds) not in (int, float) or not 0 <= watch_seconds <= _FLOAT_MAX:
+    elif type(watch_seconds) not in (int, float) or not 0 <= watch_seconds <= MAX_WATCH_SECONDS:
         return None
     return _event(
         wire.event_id.lower(), wire.event_type, wire.user_id, wire.item_id, ts_ms, wire.device, wire.session_id,

@@ -1,0 +1,167 @@
+"""The stream job's ``foreachBatch``: one micro-batch from Kafka records to online features.
+
+    toArrow (Spark runs the batch: Kafka read)  -> parse + screen + fold (features.stream_batch)
+      -> online write (one pipelined round trip) -> state store -> offline log -> features topic, DLQ
+
+Exactly once for features: Spark replays an unfinished batch with the same id and records;
+the state store gives each user the state from before that batch, so the replay computes the
+same rows; the online write overwrites them, the offline file of the batch id is replaced.
+The DLQ and the features topic (each updated user row, for the re-rank worker) are at least
+once: a replayed batch may resend; dead letters carry their ``source`` (topic/partition/offset).
+
+Each batch appends one JSON line of stats (stage seconds, counts, freshness percentiles over
+every folded event) and feeds the same figures to the Prometheus metrics.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import msgspec
+import numpy as np
+
+from features.offline import load_items
+from features.store import FeatureStoreClient
+from features.stream_batch import Folded, fold_batch, latest_only, parse_records
+from features.stream_metrics import StreamMetrics
+from features.stream_state import StateStore
+from streamrec.config import Settings
+from streamrec.events import InvalidEvent
+from streams.producer import EventProducer, open_kafka_producer
+
+log = logging.getLogger(__name__)
+
+STAGES = ("spark", "fold", "online", "state", "offline", "publish")
+
+
+def percentiles(values_ms, qs=(50, 95, 99)) -> dict:
+    if len(values_ms) == 0:
+        return {}
+    return {f"p{q}": round(float(np.percentile(values_ms, q)), 1) for q in qs}
+
+
+class StreamSink:
+    """The ``foreachBatch`` function. ``floor=True`` keeps only each user's latest event and no state:
+    the same source and sink without the fold's state (the engine's floor in ``bench freshness``).
+    ``on_batch(stats, event_age_ms)`` receives every batch's figures (the benchmark uses it)."""
+
+    def __init__(self, settings: Settings, stats_path: Path, catalog: Path, *, state_path: Path | None,
+                 lateness_ms: int, metrics: StreamMetrics | None = None, echo=print,
+                 on_batch: Callable[[dict, np.ndarray], None] | None = None):
+        self.settings = settings
+        self.store = FeatureStoreClient(settings)
+        self.state = StateStore(state_path) if state_path is not None else None
+        self.catalog = load_items(catalog)
+        self.lateness_ms = lateness_ms
+        self.stats_path = stats_path
+        self.metrics = metrics or StreamMetrics()
+        self.echo = echo
+        self.on_batch = on_batch
+        self._dlq: EventProducer | None = None
+        self._features = open_kafka_producer(settings.kafka)
+        self._parse = functools.partial(
+            parse_records, max_bytes=settings.ingest.max_event_bytes, max_future_skew_s=settings.ingest.max_future_skew_seconds
+        )
+
+    def __call__(self, batch, batch_id: int) -> None:
+        clock = [time.perf_counter()]
+
+        def lap(stage: str) -> None:
+            now = time.perf_counter()
+            stages[stage] = round(now - clock[0], 4)
+            clock[0] = now
+
+        stages: dict[str, float] = {}
+        table = batch.toArrow()  # Spark executes the micro-batch here: planning, Kafka read, Arrow transfer
+        lap("spark")
+        parsed = self._parse(
+            table.column("value").to_pylist(), table.column("topic").to_pylist(), table.column("partition").to_pylist(),
+            table.column("offset").to_pylist(),
+            table.column("timestamp").cast("int64").to_numpy() // 1000,  # us -> ms
+        )
+        cfg = self.settings.features
+        if self.state is None:
+            before: dict = {}
+            folded = latest_only(parsed, self.catalog, cfg)
+        else:
+            before = self.state.load(parsed.by_user, batch_id)
+            folded = fold_batch(parsed, before, self.catalog, cfg, self.lateness_ms)
+        lap("fold")
+        if folded.columns:
+            self.store.write_session_online(folded.columns)
+        visible_ms = time.time() * 1000.0
+        lap("online")
+        if self.state is not None and folded.records:
+            self.state.save(batch_id, folded.records, before)
+        lap("state")
+        if folded.columns:
+            self.store.log_session_offline(folded.columns, batch_id)
+        lap("offline")
+        self._publish(folded)
+        lap("publish")
+        self._report(batch_id, parsed.records, folded, stages, visible_ms)
+
+    def _publish(self, folded: Folded) -> None:
+        if folded.columns:
+            topic = self.settings.kafka.features_topic
+            names = list(folded.columns)
+            rows = zip(*folded.columns.values())
+            for row in rows:
+                payload = dict(zip(names, row))
+                payload["event_timestamp"] = payload["last_event_ts_ms"]  # JSON-friendly
+                self._features.send(topic, msgspec.json.encode(payload), key=payload["user_id"].encode("utf-8"))
+            self._features.flush()
+        if folded.dead:
+            if self._dlq is None:
+                self._dlq = EventProducer(self.settings, source="stream")
+            for d in folded.dead:
+                self._dlq.reject(d.value, InvalidEvent(d.reason, d.detail), where=d.source)
+            self._dlq.flush()
+
+    def _report(self, batch_id: int, records: int, folded: Folded, stages: dict, visible_ms: float) -> None:
+        event_age = visible_ms - folded.event_ms.astype(float)
+        append_age = visible_ms - folded.kafka_ms.astype(float)
+        by_reason = Counter(d.reason for d in folded.dead)
+        stats = {
+            "batch_id": batch_id,
+            "at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "records": records,
+            "events": int(len(folded.event_ms)),
+            "users": folded.users,
+            "dlq": len(folded.dead),
+            "dlq_by_reason": dict(by_reason),
+            "invalid": sum(n for reason, n in by_reason.items() if reason not in ("late_event", "fold_error")),
+            "late": by_reason["late_event"],
+            "fold_errors": by_reason["fold_error"],
+            "duplicates": folded.duplicates,
+            "stage_seconds": stages,
+            "sink_seconds": round(sum(stages.values()), 4),
+            # event time -> visible online, and broker append time -> visible online, over every folded event
+            "freshness_event_ms": percentiles(event_age),
+            "freshness_ingest_ms": percentiles(append_age),
+        }
+        if stats["late"] or stats["fold_errors"]:
+            log.warning("batch %s: %d late event(s), %d fold error(s) sent to the DLQ", batch_id, stats["late"], stats["fold_errors"])
+        with self.stats_path.open("a") as f:
+            f.write(json.dumps(stats) + "\n")
+        self.metrics.observe_batch(stages, event_age / 1000.0, append_age / 1000.0, by_reason, folded.duplicates, folded.users)
+        if self.on_batch is not None:
+            self.on_batch(stats, event_age)
+        self.echo(
+            f"batch {batch_id}: {records} records, {stats['users']} users updated, {stats['dlq']} to DLQ "
+            f"({stats['late']} late), {stats['duplicates']} duplicates, event->online p99 "
+            f"{stats['freshness_event_ms'].get('p99', float('nan')):.0f} ms"
+        )
+
+    def close(self) -> None:
+        self._features.close()
+        if self._dlq is not None:
+            self._dlq.close()
+        if self.state is not None:
+            self.state.close()
