@@ -1,8 +1,9 @@
-"""The embedded Redis server: Feast's online store when ``feast.online_store`` is ``redis``.
+"""The embedded Redis server: Feast's online store (``feast.online_store: redis``, the default).
 
 Started only when ``feast.redis_connection`` names a loopback address; a remote
-Redis is the operator's. It is a cache of the latest features (the stream job
-rewrites them), so it runs without persistence: a restart starts empty.
+Redis is the operator's. It persists to an append-only file under ``<data>/redis``,
+fsynced every write, so a restart (clean or kill -9) keeps every feature row the
+stream job has reported written.
 """
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ def redis_service(settings: Settings) -> Service:
     workdir.mkdir(parents=True, exist_ok=True)
     return Service(
         name="redis",
-        argv=[binary, "--port", str(port), "--bind", host, "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        argv=[binary, "--port", str(port), "--bind", host, "--dir", str(workdir), "--save", "",
+              "--appendonly", "yes", "--appendfsync", "always"],
         ready=lambda: ping(host, port),
         data_dir=settings.data_path,
         start_timeout_s=20.0,

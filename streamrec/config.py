@@ -77,8 +77,8 @@ class FeatureConfig:
 @dataclass
 class FeastConfig:
     repo_path: str = "feature_repo"
-    # "sqlite" (embedded) or "redis" (production)
-    online_store: str = "sqlite"
+    # "redis" (the embedded default: `infra up` starts redis-server when the address is loopback) or "sqlite"
+    online_store: str = "redis"
     redis_connection: str = "127.0.0.1:6379"
     redis_port: int = 6379
 

@@ -189,7 +189,9 @@ def test_redis_is_started_here_only_for_a_loopback_address():
     from streamrec.config import Settings
 
     settings = Settings()
-    assert not redis_infra.is_embedded(settings)  # the default online store is SQLite
+    assert redis_infra.is_embedded(settings)  # the default: Redis on loopback, started by `infra up`
+    settings.feast.online_store = "sqlite"
+    assert not redis_infra.is_embedded(settings)
     settings.feast.online_store = "redis"
     for connection, embedded, address in [
         ("127.0.0.1:6390", True, ("127.0.0.1", 6390)),
@@ -206,6 +208,7 @@ def test_cli_apply_online_and_batch_loads(tmp_path, monkeypatch, capsys, session
     from streamrec.config import load_settings
 
     monkeypatch.setenv("STREAMREC_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("STREAMREC_FEAST__ONLINE_STORE", "sqlite")
     monkeypatch.setattr("streamrec.cli.COMMAND_MODULES", ("infra.cli", "features.cli"))
 
     assert main(["features", "online", "a"]) == 2

@@ -1,13 +1,16 @@
-"""The streaming feature job against the real broker, Spark local[2] and Feast.
+"""The streaming feature job against the real broker, Spark local[2], Feast and Redis.
 
 The yardstick is the batch fold (features.offline.compute_features) over the
 same log: after the stream has seen the log, every user's online features must
-equal it, whatever the micro-batching, duplicates, bad records or a kill -9.
+equal it, whatever the micro-batching, duplicates, bad, late or poisonous records
+or a kill -9. Redis is the online store (the embedded default); SQLite once.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import uuid
 import signal
 import subprocess
 import sys
@@ -28,6 +31,17 @@ from streams.replay import replay
 from tests.helpers import assert_eventually
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def stream_settings(kafka_settings, redis_server):
+    """The test's topics and data dir, Feast online in the session's redis-server (emptied first)."""
+    import redis
+
+    from infra import redis as redis_infra
+
+    redis.Redis(*redis_infra.host_port(redis_server)).flushall()
+    return dataclasses.replace(kafka_settings, feast=dataclasses.replace(redis_server.feast))
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +68,10 @@ def assert_online_equals(settings, expected: pd.DataFrame) -> None:
             assert [list(v) if kind is list else v for v in have] == want, column
 
 
-def test_stream_equals_batch_with_duplicates_bad_and_late_events(spark, kafka_settings, world):
-    settings = kafka_settings
+@pytest.mark.parametrize("store", ["redis", "sqlite"])
+def test_stream_equals_batch_with_duplicates_bad_and_late_events(spark, stream_settings, kafka_settings, world, store):
+    settings = stream_settings if store == "redis" else dataclasses.replace(
+        kafka_settings, feast=dataclasses.replace(kafka_settings.feast, online_store="sqlite"))
     log = world / "events.jsonl"
     first = replay(settings, log, progress=False)
     again = replay(settings, log, progress=False)  # the same event_ids once more
@@ -90,8 +106,8 @@ def test_stream_equals_batch_with_duplicates_bad_and_late_events(spark, kafka_se
     assert {"not_json", "missing_field", "not_utf8"} <= set(dlq)
 
 
-def test_kill_9_mid_stream_then_restart_loses_and_doubles_nothing(spark, kafka_settings, world, tmp_path):
-    settings = kafka_settings
+def test_kill_9_mid_stream_then_restart_loses_and_doubles_nothing(spark, stream_settings, world, tmp_path):
+    settings = stream_settings
     n = replay(settings, world / "events.jsonl", progress=False).sent
     stats = stream_job.StreamPaths.of(settings).stats
     env = {
@@ -100,6 +116,9 @@ def test_kill_9_mid_stream_then_restart_loses_and_doubles_nothing(spark, kafka_s
         "STREAMREC_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
         "STREAMREC_KAFKA__EVENTS_TOPIC": settings.kafka.events_topic,
         "STREAMREC_KAFKA__DLQ_TOPIC": settings.kafka.dlq_topic,
+        "STREAMREC_KAFKA__FEATURES_TOPIC": settings.kafka.features_topic,
+        "STREAMREC_FEAST__REDIS_CONNECTION": settings.feast.redis_connection,
+        "STREAMREC_SPARK__METRICS_PORT": "0",
         "STREAMREC_SPARK__MAX_EVENTS_PER_TRIGGER": str(n // 8),  # several batches, so the kill lands mid-stream
         "STREAMREC_SPARK__TRIGGER_SECONDS": "0.5",
     }
@@ -134,3 +153,77 @@ def _check(done: bool, job: subprocess.Popen, tmp_path) -> bool:
         pytest.fail(f"stream job exited early ({job.returncode}):\n{(tmp_path / 'job.log').read_text()[-3000:]}")
     assert done
     return True
+
+
+def _event(user, n, ts, item="i1", kind="click", **extra) -> dict:
+    event = {"event_id": str(uuid.UUID(int=n)), "event_type": kind, "user_id": user, "item_id": item, "ts": ts,
+             "device": "tv", "session_id": f"{user}-s", **extra}
+    if kind == "watch":
+        event.setdefault("watch_seconds", 600.0)
+    return event
+
+
+def _send_raw(settings, events: list[dict | bytes]) -> None:
+    """Records as any Kafka client could write them, bypassing the SDK's validation."""
+    raw = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    for e in events:
+        value = e if isinstance(e, bytes) else json.dumps(e).encode()
+        key = None if isinstance(e, bytes) else e["user_id"].encode()
+        raw.send(settings.kafka.events_topic, value, key=key)
+    raw.flush()
+    raw.close()
+
+
+def _run(settings, world) -> dict:
+    return stream_job.run(settings, catalog=world / "items.jsonl", available_now=True, echo=lambda *_: None)
+
+
+def _batch_fold(world, settings, events: list[dict]) -> pd.DataFrame:
+    return compute_features([{**e, "ts_ms": e["ts"]} for e in events], load_items(world / "items.jsonl"), settings.features)
+
+
+def test_late_event_inside_the_watermark_and_a_same_millisecond_event_change_the_row(spark, stream_settings, world):
+    """Feast's own Redis write skips a row whose timestamp is not newer than the stored one: both of these
+    updates keep the row's event_timestamp, and both must still land."""
+    settings = stream_settings
+    t = 1_700_000_000_000
+    first = [_event("u-late", 1, t, "i1"), _event("u-late", 2, t + 5 * 60_000, "i2", "watch")]
+    _send_raw(settings, first)
+    _run(settings, world)
+    assert_online_equals(settings, _batch_fold(world, settings, first))
+
+    late = _event("u-late", 3, t + 60_000, "i3", "watch", watch_seconds=1200.0)  # 4 min behind, watermark 10 min
+    same_ms = _event("u-late", 4, t + 5 * 60_000, "i4")  # the latest event's very millisecond
+    _send_raw(settings, [late])
+    summary = _run(settings, world)
+    assert summary["late"] == 0
+    _send_raw(settings, [same_ms])
+    _run(settings, world)
+
+    everything = [*first, late, same_ms]
+    expected = _batch_fold(world, settings, everything)
+    assert expected.loc[0, "events_total"] == 4 and expected.loc[0, "last_event_ts_ms"] == t + 5 * 60_000
+    assert_online_equals(settings, expected)
+    (row,) = FeatureStoreClient(settings).online_features(["u-late"])
+    assert (row["events_total"], row["last_items"][:2]) == (4, ["i4", "i2"])
+
+
+def test_poison_pill_pair_is_dead_lettered_and_the_job_keeps_going_across_restarts(spark, stream_settings, world):
+    """Two watches of 1e308 s once overflowed the decayed sums, failed the state save and stopped the job on
+    every restart. Now the contract refuses them (at most 24 h) and nothing stops the job."""
+    settings = stream_settings
+    t = 1_700_000_000_000
+    poison = [_event("u-poison", n, t + n, "i1", "watch", watch_seconds=1e308) for n in (1, 2)]
+    healthy = [_event(f"u{k}", 10 + k, t + k, f"i{k}") for k in range(5)]
+    _send_raw(settings, [*poison, *healthy])
+    first = _run(settings, world)
+    more = [_event(f"u{k}", 20 + k, t + 60_000 + k, "i9", "watch") for k in range(5)]
+    _send_raw(settings, more)
+    second = _run(settings, world)  # a restart: the job starts again from its checkpoint
+
+    assert first["dlq_by_reason"] == {"number_out_of_range": 2}
+    assert second["events"] == first["events"] + len(more) == len(healthy) + len(more)
+    assert_online_equals(settings, _batch_fold(world, settings, [*healthy, *more]))
+    assert FeatureStoreClient(settings).online_features(["u-poison"])[0]["events_total"] is None
+    dlq = [dict(rec.headers) for rec in read_topic(settings.kafka, settings.kafka.dlq_topic)]
+    assert [h["reason"] for h in dlq] == [b"number_out_of_range"] * 2

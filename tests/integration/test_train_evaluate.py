@@ -27,6 +27,7 @@ from serving.tf_client import PredictClient
 from streamrec.config import Settings
 from streamrec.errors import UserError
 from streams.generator import generate_world
+from tests.fixtures.feast import sqlite_settings
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.integration
@@ -52,7 +53,7 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory) -> Settings:
-    return Settings(data_dir=str(tmp_path_factory.mktemp("data")))
+    return sqlite_settings(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def report(world, settings, tmp_path_factory):
 ])
 def test_data_options_say_what_is_missing(argv, message, tmp_path):
     with pytest.raises(UserError, match=message):
-        cli(Settings(data_dir=str(tmp_path / "data")), *(a.format(empty=tmp_path) for a in argv))
+        cli(sqlite_settings(tmp_path / "data"), *(a.format(empty=tmp_path) for a in argv))
 
 
 def test_train_exports_a_version_with_its_metadata(version_dir):
@@ -117,7 +118,7 @@ def test_the_served_model_scores_like_the_keras_model(version_dir, world, settin
     inputs = serving_inputs(session, candidates, profile, context)
     expected = np.asarray(keras.saving.load_model(version_dir / KERAS_FILE, compile=False)(inputs)).ravel()
 
-    served_settings = Settings(data_dir=settings.data_dir)
+    served_settings = sqlite_settings(settings.data_dir)
     served_settings.model = dataclasses.replace(settings.model, grpc_port=free_port(), rest_port=free_port(),
                                                 poll_seconds=0.2)
     svc = model_server_service(served_settings, version_dir.parent.parent)
