@@ -1,11 +1,12 @@
 """One micro-batch of the stream job, as pure functions: Kafka records -> dead letters, per-user
 screening (dedup, lateness) and the shared fold. No Spark, no I/O: the sink does those.
 
-Each user's stored record is the ``UserState`` plus the event ids seen inside the watermark.
-The watermark is per user: the latest event time folded for that user minus ``lateness_ms``,
-judged in Kafka order (a user's events sit in one partition). An event behind it is not
-folded (its dedup record may be gone) but dead-lettered as ``late_event``; a duplicate inside
-it is dropped and counted. A user whose fold fails (``fold_users`` says why) keeps the stored
+Each user's stored record is the ``UserState``; the event ids folded inside the watermark are
+kept apart, one row per event (``features.stream_state``), so a batch costs in proportion to its
+events, not to the users' history. The watermark is per user: the latest event time folded for
+that user minus ``lateness_ms``, judged in Kafka order (a user's events sit in one partition).
+An event behind it is not folded (its dedup record may be gone) but dead-lettered as
+``late_event``; a duplicate inside it is dropped and counted. A user whose fold fails (``fold_users`` says why) keeps the stored
 record; that batch's accepted events of the user go to the DLQ as ``fold_error``, and every
 other user's update stands. Nothing the validator accepts can stop the job.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-import msgspec
 import numpy as np
 
 from features.offline import with_item
@@ -55,6 +55,8 @@ class Folded:
     """What a batch changes: records to store, feature rows (columns) to write, dead letters, counts."""
 
     records: dict[str, bytes]  # user -> new stored record
+    folded_ids: list[tuple[str, str, int]]  # (user, event_id, event time) of every folded event, for dedup
+    horizons: dict[str, int]  # user -> watermark before the batch: dedup rows older than it can go
     columns: dict[str, list] | None  # feature rows of the updated users (None when nobody was updated)
     dead: list[DeadLetter]
     duplicates: int
@@ -67,20 +69,6 @@ class Folded:
 
     def count(self, reason: str) -> int:
         return sum(d.reason == reason for d in self.dead)
-
-
-_RecordTuple = tuple[msgspec.Raw, dict[str, int]]
-_decode_record = msgspec.json.Decoder(_RecordTuple).decode
-_encode = msgspec.json.Encoder().encode
-
-
-def encode_record(state: UserState, seen: Mapping[str, int]) -> bytes:
-    return _encode((msgspec.Raw(state.to_json()), seen))
-
-
-def decode_record(data: bytes) -> tuple[UserState, dict[str, int]]:
-    raw, seen = _decode_record(data)
-    return UserState.from_json(bytes(raw)), seen
 
 
 def parse_records(
@@ -109,9 +97,9 @@ def parse_records(
     return parsed
 
 
-def screen(pending: Sequence[_Pending], seen: dict[str, int], max_ms: int | None, lateness_ms: int) -> tuple[list, list, int]:
-    """Split a user's events (Kafka order) into (accepted, late) and count duplicates; updates ``seen``,
-    which keeps the event ids whose time is still inside the watermark."""
+def screen(pending: Sequence[_Pending], seen: set[str], max_ms: int | None, lateness_ms: int) -> tuple[list, list, int]:
+    """Split a user's events (Kafka order) into (accepted, late) and count duplicates. ``seen``: the
+    user's event ids folded before (it gains the accepted ones); ``max_ms``: the latest folded event time."""
     accepted, late, duplicates = [], [], 0
     for p in pending:
         ts = p.event["ts_ms"]
@@ -121,46 +109,48 @@ def screen(pending: Sequence[_Pending], seen: dict[str, int], max_ms: int | None
         if p.event["event_id"] in seen:
             duplicates += 1
             continue
-        seen[p.event["event_id"]] = ts
+        seen.add(p.event["event_id"])
         accepted.append(p)
         if max_ms is None or ts > max_ms:
             max_ms = ts
-    if max_ms is not None:
-        horizon = max_ms - lateness_ms
-        for event_id in [k for k, ts in seen.items() if ts < horizon]:
-            del seen[event_id]
     return accepted, late, duplicates
 
 
 def fold_batch(
-    parsed: Parsed, stored: Mapping[str, bytes | None], catalog: Mapping[str, Mapping], cfg: FeatureConfig, lateness_ms: int
+    parsed: Parsed, stored: Mapping[str, bytes | None], seen: Mapping[str, set[str]], catalog: Mapping[str, Mapping],
+    cfg: FeatureConfig, lateness_ms: int,
 ) -> Folded:
-    """Screen and fold every user of a parsed batch, starting from ``stored`` (user -> record or None)."""
+    """Screen and fold every user of a parsed batch, starting from ``stored`` (user -> record or None);
+    ``seen``: per user, which of the batch's event ids were folded by earlier batches."""
     dead = list(parsed.invalid)
     duplicates = 0
-    work: list[tuple[str, UserState, dict, list[_Pending]]] = []
+    horizons: dict[str, int] = {}
+    work: list[tuple[str, UserState, list[_Pending]]] = []
     for user_id, pending in parsed.by_user.items():
         record = stored.get(user_id)
-        state, seen = decode_record(record) if record is not None else (UserState(), {})
-        accepted, late, dups = screen(pending, seen, state.last_ts_ms, lateness_ms)
+        state = UserState.from_json(record) if record is not None else UserState()
+        if state.last_ts_ms is not None:
+            horizons[user_id] = state.last_ts_ms - lateness_ms
+        accepted, late, dups = screen(pending, set(seen.get(user_id, ())), state.last_ts_ms, lateness_ms)
         duplicates += dups
         for p, watermark in late:
             dead.append(DeadLetter(p.value, p.source, "late_event",
                                    f"event time {p.event['ts_ms']} is behind this user's watermark {watermark}"))
         if accepted:
-            work.append((user_id, state, seen, accepted))
-    errors = fold_users([(state, [with_item(p.event, catalog) for p in accepted]) for _, state, _, accepted in work], cfg)
-    done, event_ms, kafka_ms = [], [], []
-    for (user_id, state, seen, accepted), error in zip(work, errors):
+            work.append((user_id, state, accepted))
+    errors = fold_users([(state, [with_item(p.event, catalog) for p in accepted]) for _, state, accepted in work], cfg)
+    done, event_ms, kafka_ms, folded_ids = [], [], [], []
+    for (user_id, state, accepted), error in zip(work, errors):
         if error is not None:
             dead += [DeadLetter(p.value, p.source, "fold_error", f"user {user_id!r}: {error}") for p in accepted]
             continue
-        done.append((user_id, state, seen))
+        done.append((user_id, state))
         event_ms += [p.event["ts_ms"] for p in accepted]
         kafka_ms += [p.kafka_ms for p in accepted]
+        folded_ids += [(user_id, p.event["event_id"], p.event["ts_ms"]) for p in accepted]
     return Folded(
-        records={user_id: encode_record(state, seen) for user_id, state, seen in done},
-        columns=feature_columns([(user_id, state) for user_id, state, _ in done]) if done else None,
+        records={user_id: state.to_json() for user_id, state in done}, folded_ids=folded_ids, horizons=horizons,
+        columns=feature_columns(done) if done else None,
         dead=dead, duplicates=duplicates,
         event_ms=np.array(event_ms, dtype=np.int64), kafka_ms=np.array(kafka_ms, dtype=np.int64),
     )
@@ -175,7 +165,8 @@ def latest_only(parsed: Parsed, catalog: Mapping[str, Mapping], cfg: FeatureConf
     done = [(u, s) for (u, s), error in zip(pairs, errors) if error is None]
     all_pending = [p for pending in parsed.by_user.values() for p in pending]
     return Folded(
-        records={}, columns=feature_columns(done) if done else None, dead=list(parsed.invalid), duplicates=0,
+        records={}, folded_ids=[], horizons={}, columns=feature_columns(done) if done else None,
+        dead=list(parsed.invalid), duplicates=0,
         event_ms=np.array([p.event["ts_ms"] for p in all_pending], dtype=np.int64),
         kafka_ms=np.array([p.kafka_ms for p in all_pending], dtype=np.int64),
     )

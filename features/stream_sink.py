@@ -91,14 +91,15 @@ class StreamSink:
             folded = latest_only(parsed, self.catalog, cfg)
         else:
             before = self.state.load(parsed.by_user, batch_id)
-            folded = fold_batch(parsed, before, self.catalog, cfg, self.lateness_ms)
+            seen = self.state.seen(((u, p.event["event_id"]) for u, ps in parsed.by_user.items() for p in ps), batch_id)
+            folded = fold_batch(parsed, before, seen, self.catalog, cfg, self.lateness_ms)
         lap("fold")
         if folded.columns:
             self.store.write_session_online(folded.columns)
         visible_ms = time.time() * 1000.0
         lap("online")
         if self.state is not None and folded.records:
-            self.state.save(batch_id, folded.records, before)
+            self.state.save(batch_id, folded.records, before, folded.folded_ids, folded.horizons)
         lap("state")
         if folded.columns:
             self.store.log_session_offline(folded.columns, batch_id)
