@@ -65,7 +65,7 @@ class StreamPaths:
     @property
     def state(self) -> Path:
         """The per-user state store: inside the checkpoint, so it is reset with the offsets."""
-        return self.checkpoint / "user-state.sqlite"
+        return self.checkpoint / "user-state"
 
 
 def default_catalog(settings: Settings) -> Path:

@@ -33,17 +33,28 @@ from features.stream_metrics import StreamMetrics
 from features.stream_state import StateStore
 from streamrec.config import Settings
 from streamrec.events import InvalidEvent
-from streams.producer import EventProducer, open_kafka_producer
+from streams.kafka_source import KafkaSourceError
+from streams.kafka_util import LIBRDKAFKA_LOG, librdkafka_config
+from streams.producer import EventProducer
 
 log = logging.getLogger(__name__)
 
-STAGES = ("spark", "fold", "online", "state", "offline", "publish")
 
 
 def percentiles(values_ms, qs=(50, 95, 99)) -> dict:
     if len(values_ms) == 0:
         return {}
     return {f"p{q}": round(float(np.percentile(values_ms, q)), 1) for q in qs}
+
+
+def feature_producer(cfg):
+    """The features topic's producer: librdkafka, since kafka-python's send costs ~60 µs a row in Python
+    (a batch publishes every updated user). Keys hash with murmur2 as Kafka's Java client and the
+    SDK do, so a user's rows share a partition with the user's events."""
+    from confluent_kafka import Producer
+
+    return Producer({**librdkafka_config(cfg), "partitioner": "murmur2_random", "enable.idempotence": True,
+                     "acks": "all", "linger.ms": 5}, logger=LIBRDKAFKA_LOG)
 
 
 class StreamSink:
@@ -64,7 +75,7 @@ class StreamSink:
         self.echo = echo
         self.on_batch = on_batch
         self._dlq: EventProducer | None = None
-        self._features = open_kafka_producer(settings.kafka)
+        self._features = feature_producer(settings.kafka)
         self._parse = functools.partial(
             parse_records, max_bytes=settings.ingest.max_event_bytes, max_future_skew_s=settings.ingest.max_future_skew_seconds
         )
@@ -85,13 +96,16 @@ class StreamSink:
             table.column("offset").to_pylist(),
             table.column("timestamp").cast("int64").to_numpy() // 1000,  # us -> ms
         )
+        lap("parse")
         cfg = self.settings.features
         if self.state is None:
             before: dict = {}
+            lap("state_read")
             folded = latest_only(parsed, self.catalog, cfg)
         else:
             before = self.state.load(parsed.by_user, batch_id)
             seen = self.state.seen(((u, p.event["event_id"]) for u, ps in parsed.by_user.items() for p in ps), batch_id)
+            lap("state_read")
             folded = fold_batch(parsed, before, seen, self.catalog, cfg, self.lateness_ms)
         lap("fold")
         if folded.columns:
@@ -99,8 +113,8 @@ class StreamSink:
         visible_ms = time.time() * 1000.0
         lap("online")
         if self.state is not None and folded.records:
-            self.state.save(batch_id, folded.records, before, folded.folded_ids, folded.horizons)
-        lap("state")
+            self.state.save(batch_id, folded.records, folded.folded_ids, folded.horizons)
+        lap("state_write")
         if folded.columns:
             self.store.log_session_offline(folded.columns, batch_id)
         lap("offline")
@@ -116,8 +130,10 @@ class StreamSink:
             for row in rows:
                 payload = dict(zip(names, row))
                 payload["event_timestamp"] = payload["last_event_ts_ms"]  # JSON-friendly
-                self._features.send(topic, msgspec.json.encode(payload), key=payload["user_id"].encode("utf-8"))
-            self._features.flush()
+                self._features.produce(topic, msgspec.json.encode(payload), key=payload["user_id"].encode("utf-8"))
+                self._features.poll(0)
+            if self._features.flush(self.settings.kafka.request_timeout_ms / 1000):
+                raise KafkaSourceError(f"could not publish feature rows to {topic} within kafka.request_timeout_ms")
         if folded.dead:
             if self._dlq is None:
                 self._dlq = EventProducer(self.settings, source="stream")
@@ -161,7 +177,8 @@ class StreamSink:
         )
 
     def close(self) -> None:
-        self._features.close()
+        self._features.flush(self.settings.kafka.request_timeout_ms / 1000)
+        self._features = None  # librdkafka's threads end with the last reference
         if self._dlq is not None:
             self._dlq.close()
         if self.state is not None:

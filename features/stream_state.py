@@ -1,32 +1,39 @@
-"""The stream job's per-user state, versioned by micro-batch id, in SQLite inside the checkpoint dir.
+"""The stream job's per-user state: in memory, made durable by a changelog in the checkpoint dir.
 
 Spark keeps the Kafka offsets (its offset log is written before a batch runs and its commit
 log after), and replays an uncommitted batch with the same id and the same records. This
-store makes that replay exact: each user's row keeps the state before and after the last
-batch that changed it, so a batch reads, per user, the state as it was before that batch,
-whether it runs for the first time or again after a crash. Living in the checkpoint dir, it
-is reset together with the offsets and never disagrees with them.
+store makes that replay exact, the way Spark's own HDFS state store does: every batch writes
+one file of what it changed (``batch-<id>.arrow``: the updated users' records and the event
+ids it folded), and every ``snapshot_every`` batches the whole state goes to
+``snapshot-<id>.arrow``. Batch N always starts from the state after batch N-1: the memory
+when it holds exactly that, else the latest snapshot before N plus the later changelog
+files. Living in the checkpoint dir, the state is reset together with the offsets.
 
-The event ids folded inside each user's watermark (for dedup) are one row per event, stamped
-with the batch that folded them: a replay ignores its own first attempt's rows. A batch
-deletes a user's rows older than the user's watermark *before* the batch, which no decision
+The event ids folded inside each user's watermark (for dedup) are kept per user; a batch
+forgets a user's ids older than the user's watermark *before* the batch, which no decision
 of this batch or a later one can need (such an event is late), so a replay decides the same.
-Per batch this costs one lookup, one insert and one range delete per event or user, never
-a pass over the users' history.
 
-Why not Spark's own state store (``applyInPandasWithState``): it calls Python once per user
-per batch, ~1 ms each here (2,000 users = 2 s a batch); this costs one query and one
-``executemany`` a batch. Why not Redis: the state would outlive a reset checkpoint.
+Why not Spark's state store (``applyInPandasWithState``): ~1 ms of Python per user per
+batch here. Why not SQLite rows: ~10 µs per row written here, ~150 ms for a batch of
+8,500 events. A changelog file of a batch costs a few milliseconds.
 """
 from __future__ import annotations
 
-import sqlite3
+import os
+import re
 from pathlib import Path
 from typing import Iterable, Mapping
 
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
 from streamrec.errors import UserError
 
-_CHUNK = 30_000  # bound variables per query, under SQLite's limit
+_FILE = re.compile(r"^(batch|snapshot)-(\d+)\.arrow$")
+_SCHEMA = pa.schema([
+    ("user_id", pa.string()), ("record", pa.binary()),  # a user's record (event_id null)
+    ("event_id", pa.string()), ("ts", pa.int64()),  # or a folded event (record null)
+])
 
 
 class StateAheadError(UserError):
@@ -34,76 +41,132 @@ class StateAheadError(UserError):
 
 
 class StateStore:
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # a committed batch's state survives power loss too
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS user_state (user_id TEXT PRIMARY KEY, batch INTEGER NOT NULL, "
-            "before BLOB, after BLOB NOT NULL) WITHOUT ROWID"
-        )
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS folded_event (event_id TEXT NOT NULL, user_id TEXT NOT NULL, ts INTEGER NOT NULL, "
-            "batch INTEGER NOT NULL, PRIMARY KEY (event_id, user_id)) WITHOUT ROWID"
-        )
-        self._db.execute("CREATE INDEX IF NOT EXISTS folded_event_expiry ON folded_event (user_id, ts)")
+    def __init__(self, directory: Path, snapshot_every: int = 1000):
+        directory.mkdir(parents=True, exist_ok=True)
+        self.dir = directory
+        self.snapshot_every = snapshot_every
+        self._version: int | None = None  # the batch whose outcome the memory holds
+        self._records: dict[str, bytes] = {}
+        self._seen: dict[str, dict[str, int]] = {}
+
+    # ---- reads, for batch ``batch_id``
 
     def load(self, user_ids: Iterable[str], batch_id: int) -> dict[str, bytes | None]:
         """Each user's record as it was before ``batch_id`` (None: no record yet)."""
-        users = list(user_ids)
-        found: dict[str, bytes | None] = dict.fromkeys(users)
-        for start in range(0, len(users), _CHUNK):
-            chunk = users[start:start + _CHUNK]
-            rows = self._db.execute(
-                f"SELECT user_id, batch, before, after FROM user_state WHERE user_id IN ({','.join('?' * len(chunk))})", chunk
-            ).fetchall()
-            for user_id, batch, before, after in rows:
-                if batch > batch_id:
-                    raise StateAheadError(
-                        f"stream state {self.path} already holds batch {batch} for user {user_id!r}, but the checkpoint "
-                        f"is at batch {batch_id}: the checkpoint was replaced or rolled back. Remove the whole checkpoint "
-                        "directory (it holds this file) to start over."
-                    )
-                found[user_id] = before if batch == batch_id else after
-        return found
+        self._at(batch_id - 1)
+        return {user_id: self._records.get(user_id) for user_id in user_ids}
 
     def seen(self, pairs: Iterable[tuple[str, str]], batch_id: int) -> dict[str, set[str]]:
         """Of the (user, event_id) pairs, those folded by batches before ``batch_id``: user -> event ids."""
-        wanted = set(pairs)
-        ids = list({event_id for _, event_id in wanted})
+        self._at(batch_id - 1)
         found: dict[str, set[str]] = {}
-        for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start:start + _CHUNK]
-            rows = self._db.execute(
-                f"SELECT user_id, event_id FROM folded_event WHERE event_id IN ({','.join('?' * len(chunk))}) AND batch < ?",
-                [*chunk, batch_id],
-            ).fetchall()
-            for user_id, event_id in rows:
-                if (user_id, event_id) in wanted:
-                    found.setdefault(user_id, set()).add(event_id)
+        for user_id, event_id in pairs:
+            if event_id in self._seen.get(user_id, ()):
+                found.setdefault(user_id, set()).add(event_id)
         return found
 
-    def save(self, batch_id: int, records: Mapping[str, bytes], before: Mapping[str, bytes | None],
-             folded: Iterable[tuple[str, str, int]] = (), horizons: Mapping[str, int] | None = None) -> None:
-        """Store ``records`` (user -> record after ``batch_id``) in one transaction, keeping each user's
-        record from before the batch for a replay; remember the ``folded`` (user, event_id, time) and
-        forget each user's folded events older than its watermark before the batch (``horizons``)."""
-        self._db.execute("BEGIN")
-        try:
-            self._db.executemany(
-                "INSERT INTO user_state VALUES (?, ?, ?, ?) ON CONFLICT(user_id) DO UPDATE SET "
-                "batch = excluded.batch, before = excluded.before, after = excluded.after",
-                [(user_id, batch_id, before.get(user_id), record) for user_id, record in records.items()],
-            )
-            self._db.executemany("INSERT OR REPLACE INTO folded_event VALUES (?, ?, ?, ?)",
-                                 [(event_id, user_id, ts, batch_id) for user_id, event_id, ts in folded])
-            self._db.executemany("DELETE FROM folded_event WHERE user_id = ? AND ts < ?", (horizons or {}).items())
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
+    # ---- the write of batch ``batch_id``
+
+    def save(self, batch_id: int, records: Mapping[str, bytes], folded: Iterable[tuple[str, str, int]] = (),
+             horizons: Mapping[str, int] | None = None) -> None:
+        """Record the outcome of ``batch_id``: users' new ``records``, the ``folded`` (user, event_id, time),
+        and each user's watermark before the batch (``horizons``), behind which its ids are forgotten."""
+        self._at(batch_id - 1)
+        folded = list(folded)
+        horizons = dict(horizons or {})
+        users = list(records)
+        table = pa.table({
+            "user_id": users + [u for u, _, _ in folded] + list(horizons),
+            "record": [records[u] for u in users] + [None] * (len(folded) + len(horizons)),
+            "event_id": [None] * len(users) + [e for _, e, _ in folded] + [None] * len(horizons),
+            "ts": [None] * len(users) + [ts for _, _, ts in folded] + list(horizons.values()),  # a horizon: ts alone
+        }, schema=_SCHEMA)
+        self._write(f"batch-{batch_id}.arrow", table)
+        self._apply(table)
+        self._version = batch_id
+        if batch_id % self.snapshot_every == 0 and batch_id > 0:
+            self._snapshot(batch_id)
 
     def close(self) -> None:
-        self._db.close()
+        self._records.clear()
+        self._seen.clear()
+        self._version = None
+
+    # ---- internals
+
+    def _files(self) -> dict[str, dict[int, Path]]:
+        found: dict[str, dict[int, Path]] = {"batch": {}, "snapshot": {}}
+        for path in self.dir.iterdir():
+            m = _FILE.match(path.name)
+            if m:
+                found[m.group(1)][int(m.group(2))] = path
+        return found
+
+    def _at(self, version: int) -> None:
+        """Make the memory hold the state after batch ``version`` (-1: before the first batch)."""
+        if self._version == version:
+            return
+        files = self._files()
+        newest = max([*files["batch"], *files["snapshot"]], default=-1)
+        if newest > version + 1:
+            raise StateAheadError(
+                f"stream state in {self.dir} already holds batch {newest}, but the checkpoint is at batch {version + 1}: "
+                "the checkpoint was replaced or rolled back. Remove the whole checkpoint directory (it holds this "
+                "state) to start over."
+            )
+        base = max((n for n in files["snapshot"] if n <= version), default=None)
+        self._records, self._seen = {}, {}
+        if base is not None:
+            self._apply(_read(files["snapshot"][base]))
+        for n in sorted(n for n in files["batch"] if (base is None or n > base) and n <= version):
+            self._apply(_read(files["batch"][n]))
+        self._version = version
+
+    def _apply(self, table: pa.Table) -> None:
+        records, seen = self._records, self._seen
+        users, blobs = table.column("user_id").to_pylist(), table.column("record").to_pylist()
+        event_ids, times = table.column("event_id").to_pylist(), table.column("ts").to_pylist()
+        horizons = {}
+        for user_id, record, event_id, ts in zip(users, blobs, event_ids, times):
+            if record is not None:
+                records[user_id] = record
+            elif event_id is not None:
+                seen.setdefault(user_id, {})[event_id] = ts
+            else:
+                horizons[user_id] = ts
+        for user_id, horizon in horizons.items():
+            ids = seen.get(user_id)
+            if ids:
+                seen[user_id] = {e: ts for e, ts in ids.items() if ts >= horizon}
+
+    def _snapshot(self, batch_id: int) -> None:
+        users = list(self._records)
+        pairs = [(u, e, ts) for u, ids in self._seen.items() for e, ts in ids.items()]
+        self._write(f"snapshot-{batch_id}.arrow", pa.table({
+            "user_id": users + [u for u, _, _ in pairs],
+            "record": [self._records[u] for u in users] + [None] * len(pairs),
+            "event_id": [None] * len(users) + [e for _, e, _ in pairs],
+            "ts": [None] * len(users) + [ts for _, _, ts in pairs],
+        }, schema=_SCHEMA))
+        # The previous snapshot and the changelog after it stay: batch ``batch_id`` itself may still be
+        # replayed, and starts from the state before it. What is older than that is no longer needed.
+        files = self._files()
+        previous = max((n for n in files["snapshot"] if n < batch_id), default=-1)
+        for n, path in files["batch"].items():
+            if n <= previous:
+                path.unlink(missing_ok=True)
+        for n, path in files["snapshot"].items():
+            if n < previous:
+                path.unlink(missing_ok=True)
+
+    def _write(self, name: str, table: pa.Table) -> None:
+        """Whole or not at all: a crash leaves either the old file or the new one."""
+        tmp = self.dir / f".{name}.tmp"
+        with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, _SCHEMA) as writer:
+            writer.write_table(table)
+        os.replace(tmp, self.dir / name)
+
+
+def _read(path: Path) -> pa.Table:
+    with pa.memory_map(str(path)) as source:
+        return ipc.open_file(source).read_all()

@@ -4,14 +4,17 @@ Used where Spark's own connector (spark-sql-kafka) is not on the classpath. Read
 ``spark.readStream.format("streamrec-kafka")`` and the native source's option names:
 ``kafka.bootstrap.servers``, ``subscribe`` (comma-separated topics), ``startingOffsets``
 (``earliest`` | ``latest`` | ``{"topic": {"0": 23}}`` with -2/-1 for earliest/latest),
-``maxOffsetsPerTrigger``, ``includeHeaders``, ``kafkaConsumer.pollTimeoutMs`` and any
+``maxOffsetsPerTrigger``, ``includeHeaders``, ``kafkaConsumer.pollTimeoutMs``, ``tasksPerBatch``
+(Spark tasks that read a batch, default 1: see ``group_ranges``) and any
 kafka-python client option as ``kafka.<name with dots>`` (``kafka.security.protocol``).
 Rows have the native source's columns and types.
 
 Offsets are Kafka offsets per partition, checkpointed as ``{"topic": {"0": 42}}`` (the
-native format). No consumer group is used: partitions are assigned and sought. The
-latest offset comes from a fetch's high watermark, because Tansu answers ``end_offsets``
-wrongly. Offset arithmetic is in pure functions at the top of this module.
+native format). No consumer group is used: partitions are assigned and sought. The driver
+plans batches with kafka-python; the latest offset comes from a fetch's high watermark,
+because Tansu answers ``end_offsets`` wrongly. Executors read records with confluent-kafka
+(librdkafka, ~50x cheaper per record than kafka-python's Python decoding), one consumer per
+Python worker kept across batches. Offset arithmetic is in pure functions at the top of this module.
 
 Unlike the native source, the resolved ``startingOffsets`` live only in the running query:
 a query stopped before its first batch resolves ``latest`` anew when restarted (a Python
@@ -26,7 +29,7 @@ from typing import Iterable, Iterator, Mapping
 
 import pyarrow as pa
 from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError, OffsetOutOfRangeError
+from kafka.errors import KafkaError
 from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
 from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxRows, SupportsTriggerAvailableNow
@@ -43,7 +46,7 @@ from pyspark.sql.types import (
 
 from streamrec.config import KafkaConfig
 from streamrec.errors import UserError
-from streams.kafka_util import assigned_consumer, high_watermarks, partitions_of
+from streams.kafka_util import LIBRDKAFKA_LOG, assigned_consumer, high_watermarks, librdkafka_config, partitions_of
 
 SOURCE_NAME = "streamrec-kafka"
 EARLIEST, LATEST = -2, -1  # the native source's markers inside a startingOffsets JSON
@@ -55,7 +58,7 @@ RESERVED_CLIENT_OPTIONS = {
     "group_id", "enable_auto_commit", "auto_offset_reset", "key_deserializer", "value_deserializer",
 }
 POLL_RECORDS = 10_000  # records per poll, and so per Arrow batch
-RETRIES = 3  # consecutive retriable client errors tolerated per partition read
+RETRIES = 3  # consecutive retriable client errors tolerated by the driver's offset lookups
 RETRY_BACKOFF_S = 1.0
 # The driver's offset lookups fetch one small batch per partition just to learn its high
 # watermark; a small limit keeps that cheap on big topics.
@@ -189,6 +192,7 @@ class SourceOptions:
     max_per_trigger: int | None
     include_headers: bool
     poll_timeout_s: float
+    tasks: int = 1
 
 
 def _parse_bool(name: str, value: str) -> bool:
@@ -254,6 +258,7 @@ def parse_options(options: Mapping[str, str]) -> SourceOptions:
         max_per_trigger=None if cap is None else _parse_positive_int("maxOffsetsPerTrigger", cap),
         include_headers=_parse_bool("includeHeaders", opts.get("includeheaders", "false")),
         poll_timeout_s=_parse_positive_int("kafkaConsumer.pollTimeoutMs", opts.get("kafkaconsumer.polltimeoutms", "120000")) / 1000,
+        tasks=_parse_positive_int("tasksPerBatch", opts.get("tasksperbatch", "1")),
     )
 
 
@@ -277,12 +282,24 @@ def kafka_schema(include_headers: bool = False) -> StructType:
 # ---------------------------------------------------------------- Kafka I/O
 
 @dataclass
-class KafkaRange(InputPartition):
-    """One Spark task: offsets ``[start, end)`` of one Kafka partition."""
-    topic: str
-    partition: int
-    start: int
-    end: int
+class KafkaRanges(InputPartition):
+    """One Spark task: offsets ``[start, end)`` of one or more Kafka partitions, as (topic, partition, start, end)."""
+    ranges: tuple[tuple[str, int, int, int], ...]
+
+
+def group_ranges(ranges: list[tuple[TopicPartition, int, int]], tasks: int) -> list[KafkaRanges]:
+    """At most ``tasks`` Spark tasks; each partition, largest first, goes to the task with the fewest records.
+
+    A task has a fixed cost here (~40 ms: a Python worker round, the first fetch), more than
+    reading thousands of records with librdkafka, so a batch is read by few tasks.
+    """
+    groups: list[list] = [[] for _ in range(min(tasks, len(ranges)))]
+    sizes = [0] * len(groups)
+    for tp, a, b in sorted(ranges, key=lambda r: r[2] - r[1], reverse=True):
+        n = sizes.index(min(sizes))
+        groups[n].append((tp.topic, tp.partition, a, b))
+        sizes[n] += b - a
+    return [KafkaRanges(tuple(sorted(g))) for g in groups]
 
 
 def current_offsets(opts: SourceOptions) -> tuple[Offsets, Offsets]:
@@ -309,66 +326,125 @@ def _current_offsets(opts: SourceOptions) -> tuple[Offsets, Offsets]:
         consumer.close()
 
 
-def fetch_range(opts: SourceOptions, part: KafkaRange) -> Iterator[list]:
-    """The records of ``[part.start, part.end)`` in offset order, in chunks.
+# Only the read path's own settings: a client of the reading side, never a member of a group.
+_READER_CONFIG = {
+    "group.id": "streamrec-spark-source",  # librdkafka insists on one; assign() never joins it, nothing is committed
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    "enable.partition.eof": False,
+    "auto.offset.reset": "error",
+    "fetch.wait.max.ms": 10,  # a micro-batch waits on its last fetch: keep the broker's long poll short
+}
+_readers: dict[tuple, object] = {}
 
-    Stops at ``end`` even if more has arrived; offsets missing inside the range (compaction,
-    transaction markers) are skipped as Kafka does. Retriable client errors reconnect and
-    resume after the last record returned; records that are gone raise ``DataLossError``.
+
+def _reader(opts: SourceOptions):
+    """A librdkafka consumer for this Python worker, kept across tasks (Spark reuses its Python workers).
+
+    The executors read with confluent-kafka (librdkafka): kafka-python decodes records in Python,
+    ~40-70 µs a record here, where librdkafka takes ~1 µs; the read was the largest cost of a batch.
     """
-    tp = TopicPartition(part.topic, part.partition)
-    where = f"{part.topic}[{part.partition}]"
-    next_offset, failures = part.start, 0
-    while next_offset < part.end:
-        consumer = assigned_consumer(opts.kafka, auto_offset_reset="none", max_poll_records=POLL_RECORDS)
+    from confluent_kafka import Consumer, KafkaException
+
+    key = (opts.kafka.bootstrap_servers, tuple(sorted((k, str(v)) for k, v in opts.kafka.client_options.items())))
+    if key not in _readers:
+        config = {**librdkafka_config(opts.kafka), **_READER_CONFIG}
         try:
-            consumer.assign([tp])
-            consumer.seek(tp, next_offset)
-            progressed_at = time.monotonic()
-            while next_offset < part.end:
-                records = [r for r in consumer.poll(timeout_ms=500).get(tp, []) if r.offset < part.end]
-                position = consumer.position(tp)  # also moves past offsets that hold no record
-                if position > next_offset:
-                    next_offset, failures, progressed_at = position, 0, time.monotonic()
-                elif time.monotonic() - progressed_at > opts.poll_timeout_s:
-                    hw = consumer.highwater(tp)
-                    if hw is not None and hw < part.end:
+            _readers[key] = Consumer(config, logger=LIBRDKAFKA_LOG)
+        except (KafkaException, ValueError) as e:
+            raise KafkaSourceError(f"cannot create a Kafka reader for {opts.kafka.bootstrap_servers}: {e}") from None
+    return _readers[key]
+
+
+def fetch_ranges(opts: SourceOptions, part: KafkaRanges) -> Iterator[list]:
+    """The records (confluent-kafka messages) of each range ``[start, end)``, in chunks, each partition's
+    in offset order; one consumer fetches all of them at once.
+
+    Stops at each ``end`` even if more has arrived; offsets missing inside a range (compaction,
+    transaction markers) are skipped as Kafka does. librdkafka reconnects by itself; records that
+    are gone raise ``DataLossError``, no progress for ``kafkaConsumer.pollTimeoutMs`` a clear error.
+    """
+    from confluent_kafka import KafkaError as RdKafkaError
+    from confluent_kafka import TopicPartition as RdPartition
+
+    todo = {(t, p): [a, b] for t, p, a, b in part.ranges if b > a}  # (topic, partition) -> [next offset, end]
+    if not todo:
+        return
+    consumer = _reader(opts)
+    consumer.assign([RdPartition(t, p, a) for (t, p), (a, _) in todo.items()])
+    failed = True
+    try:
+        progressed_at = time.monotonic()
+        while todo:
+            chunk = []
+            wanted = min(POLL_RECORDS, sum(end - next_offset for next_offset, end in todo.values()))
+            for m in consumer.consume(num_messages=wanted, timeout=0.5):  # returns once ``wanted`` arrived
+                error = m.error()
+                if error is not None:
+                    where = f"{m.topic()}[{m.partition()}]"
+                    if error.code() in (RdKafkaError.OFFSET_OUT_OF_RANGE, RdKafkaError._AUTO_OFFSET_RESET):
                         raise DataLossError(
-                            f"{where} now ends at offset {hw}, but this batch must read up to {part.end}: "
+                            f"{where}: records of this batch are no longer in Kafka (deleted by retention, "
+                            "or the topic was recreated). Delete the query's checkpoint to start over."
+                        )
+                    if error.fatal() or not error.retriable():
+                        raise KafkaSourceError(f"{where}: reading failed: {error.str()}")
+                    continue  # transient: librdkafka retries
+                span = todo.get((m.topic(), m.partition()))
+                if span is None or m.offset() >= span[1]:
+                    continue  # fetched past the range
+                chunk.append(m)
+                span[0] = m.offset() + 1
+                if span[0] >= span[1]:
+                    del todo[(m.topic(), m.partition())]
+            if chunk:
+                progressed_at = time.monotonic()
+                yield chunk
+                continue
+            for (t, p), span in list(todo.items()):
+                position = consumer.position([RdPartition(t, p)])[0].offset
+                if position > span[0]:  # moved past offsets that hold no record
+                    span[0], progressed_at = position, time.monotonic()
+                    if position >= span[1]:
+                        del todo[(t, p)]
+            if todo and time.monotonic() - progressed_at > opts.poll_timeout_s:
+                for (t, p), (next_offset, end) in todo.items():
+                    _, hw = consumer.get_watermark_offsets(RdPartition(t, p), cached=True)
+                    if 0 <= hw < end:
+                        raise DataLossError(
+                            f"{t}[{p}] now ends at offset {hw}, but this batch must read up to {end}: "
                             "the topic was recreated or the broker lost its data. Delete the query's checkpoint to start over."
                         )
-                    raise KafkaSourceError(
-                        f"{where}: no records at offset {next_offset} for {opts.poll_timeout_s:g}s "
-                        f"(batch range {part.start}..{part.end}); is the broker at {opts.kafka.bootstrap_servers} healthy?"
-                    )
-                if records:
-                    yield records
-        except OffsetOutOfRangeError:
-            raise DataLossError(
-                f"{where}: offsets {next_offset}..{part.end} are no longer in Kafka (deleted by retention, "
-                "or the topic was recreated). Delete the query's checkpoint to start over."
-            ) from None
-        except KafkaError as e:
-            failures += 1
-            if not e.retriable or failures > RETRIES:
-                raise KafkaSourceError(f"{where}: reading offsets {next_offset}..{part.end} failed: {e}") from e
-            time.sleep(RETRY_BACKOFF_S * failures)
-        finally:
+                (t, p), (next_offset, end) = next(iter(todo.items()))
+                raise KafkaSourceError(
+                    f"{t}[{p}]: no records at offset {next_offset} for {opts.poll_timeout_s:g}s "
+                    f"(batch range ..{end}); is the broker at {opts.kafka.bootstrap_servers} healthy?"
+                )
+        failed = False
+    finally:
+        consumer.unassign()  # drops what was fetched past the ranges
+        if failed:  # a reader that failed (broker gone, say) is not kept for the next task
+            _readers.pop(next(k for k, v in _readers.items() if v is consumer), None)
             consumer.close()
 
 
+# librdkafka's timestamp types (1 create, 2 log append) as Kafka's (0, 1), as Spark's source reports them.
+_TIMESTAMP_TYPE = {0: -1, 1: 0, 2: 1}
+
+
 def records_to_batch(records: list, schema: pa.Schema, include_headers: bool) -> pa.RecordBatch:
+    stamps = [r.timestamp() for r in records]
     columns = [
-        pa.array([r.key for r in records], pa.binary()),
-        pa.array([r.value for r in records], pa.binary()),
-        pa.array([r.topic for r in records], pa.string()),
-        pa.array([r.partition for r in records], pa.int32()),
-        pa.array([r.offset for r in records], pa.int64()),
-        pa.array([r.timestamp * 1000 for r in records], schema.field("timestamp").type),  # ms -> us
-        pa.array([r.timestamp_type for r in records], pa.int32()),
+        pa.array([r.key() for r in records], pa.binary()),
+        pa.array([r.value() for r in records], pa.binary()),
+        pa.array([r.topic() for r in records], pa.string()),
+        pa.array([r.partition() for r in records], pa.int32()),
+        pa.array([r.offset() for r in records], pa.int64()),
+        pa.array([ms * 1000 for _, ms in stamps], schema.field("timestamp").type),  # ms -> us
+        pa.array([_TIMESTAMP_TYPE[kind] for kind, _ in stamps], pa.int32()),
     ]
     if include_headers:
-        headers = [[{"key": k, "value": v} for k, v in r.headers or ()] for r in records]
+        headers = [[{"key": k, "value": v} for k, v in r.headers() or ()] for r in records]
         columns.append(pa.array(headers, schema.field("headers").type))
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
@@ -409,13 +485,12 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
     def reportLatestOffset(self) -> dict | None:
         return None if self._latest is None else offsets_to_json(self._latest)
 
-    def partitions(self, start: dict, end: dict) -> list[KafkaRange]:
-        ranges = plan_ranges(offsets_from_json(start), offsets_from_json(end))
-        return [KafkaRange(tp.topic, tp.partition, a, b) for tp, a, b in ranges]
+    def partitions(self, start: dict, end: dict) -> list[KafkaRanges]:
+        return group_ranges(plan_ranges(offsets_from_json(start), offsets_from_json(end)), self._opts.tasks)
 
-    def read(self, partition: KafkaRange) -> Iterator[pa.RecordBatch]:
+    def read(self, partition: KafkaRanges) -> Iterator[pa.RecordBatch]:
         schema = to_arrow_schema(self._schema, timezone="UTC")
-        for records in fetch_range(self._opts, partition):
+        for records in fetch_ranges(self._opts, partition):
             yield records_to_batch(records, schema, self._opts.include_headers)
 
 

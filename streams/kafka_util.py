@@ -6,6 +6,7 @@ topics cannot grow partitions, so they are created with their full count up fron
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Iterator
 
@@ -20,6 +21,30 @@ from streamrec.errors import UserError
 def client_options(cfg: KafkaConfig) -> dict:
     """Options every kafka-python client gets: servers plus pass-through security settings."""
     return {"bootstrap_servers": cfg.bootstrap_servers.split(","), **cfg.client_options}
+
+
+# kafka-python option names whose librdkafka name differs (the rest are the same words with dots).
+_LIBRDKAFKA_NAMES = {
+    "sasl_plain_username": "sasl.username", "sasl_plain_password": "sasl.password",
+    "ssl_cafile": "ssl.ca.location", "ssl_certfile": "ssl.certificate.location",
+    "ssl_keyfile": "ssl.key.location", "ssl_password": "ssl.key.password",
+}
+
+
+# librdkafka logs every failed reconnect to stderr; what matters to its callers surfaces as a
+# delivery or message error with a clear message, so its own lines are not shown.
+LIBRDKAFKA_LOG = logging.getLogger("streamrec.librdkafka")
+LIBRDKAFKA_LOG.addHandler(logging.NullHandler())
+LIBRDKAFKA_LOG.propagate = False
+
+
+def librdkafka_config(cfg: KafkaConfig, client_options: dict | None = None) -> dict:
+    """The same connection for a confluent-kafka (librdkafka) client, where the stream job needs C speed:
+    servers plus ``kafka.client_options`` (kafka-python names, or ``client_options`` given) translated."""
+    config = {"bootstrap.servers": cfg.bootstrap_servers}
+    for name, value in (cfg.client_options if client_options is None else client_options).items():
+        config[_LIBRDKAFKA_NAMES.get(name, name.replace("_", "."))] = value
+    return config
 
 
 def admin_client(cfg: KafkaConfig, timeout_s: float = 10.0) -> KafkaAdminClient:

@@ -11,7 +11,8 @@ from kafka import KafkaProducer, TopicPartition
 
 from streams.kafka_source import (
     DataLossError,
-    KafkaRange,
+    KafkaRanges,
+    group_ranges,
     KafkaSourceError,
     KafkaStreamReader,
     cap_offsets,
@@ -78,8 +79,16 @@ def test_new_partitions_are_read_from_offset_zero():
     end = next_end(start, latest)
     assert end == {tp(0): 9, tp(1): 3, tp(2): 4}
     assert plan_ranges(start, end) == [(tp(0), 5, 9), (tp(2), 0, 4)]
+
     # capped, the new partition gets its fair share of the budget
     assert next_end(start, latest, max_records=4) == {tp(0): 7, tp(1): 3, tp(2): 2}
+
+
+def test_ranges_go_to_at_most_the_given_tasks_balanced_by_size():
+    ranges = [(tp(0), 0, 10), (tp(1), 0, 100), (tp(2), 5, 6), (tp(3), 0, 50)]
+    assert group_ranges(ranges, 1) == [KafkaRanges((("t", 0, 0, 10), ("t", 1, 0, 100), ("t", 2, 5, 6), ("t", 3, 0, 50)))]
+    assert group_ranges(ranges, 2) == [KafkaRanges((("t", 1, 0, 100),)), KafkaRanges((("t", 0, 0, 10), ("t", 2, 5, 6), ("t", 3, 0, 50)))]
+    assert len(group_ranges(ranges[:1], 4)) == 1
 
 
 def test_available_now_target_bounds_every_batch():
@@ -147,7 +156,7 @@ def read_range(settings, start: int, end: int, **extra) -> pa.Table:
     """Partition 0's ``[start, end)`` as the executor-side reader returns it."""
     opts = parse_options(source_options(settings, **extra))
     reader = KafkaStreamReader(opts, kafka_schema(opts.include_headers))
-    return pa.Table.from_batches(list(reader.read(KafkaRange(settings.kafka.events_topic, 0, start, end))))
+    return pa.Table.from_batches(list(reader.read(KafkaRanges(((settings.kafka.events_topic, 0, start, end),)))))
 
 
 def test_a_partition_read_stops_at_the_range_end(kafka_settings):
