@@ -65,14 +65,19 @@ def load_items(path: str | Path) -> dict[str, dict]:
     return items
 
 
-def with_item(event: Mapping, items: Mapping[str, Mapping]) -> dict:
-    """The event plus its item's ``genres`` and ``duration_minutes``.
+def item_fields(item_id: str, items: Mapping[str, Mapping]) -> dict:
+    """What the fold needs of an event's item: its ``genres`` and ``duration_minutes``.
 
     An item missing from the catalog gets no genres and an unknown duration, as a
     left join would give the streaming job: its events still count, just carry no affinity.
     """
-    item = items.get(event["item_id"], {})
-    return {**event, "genres": item.get("genres", []), "duration_minutes": item.get("duration_minutes")}
+    item = items.get(item_id, {})
+    return {"genres": item.get("genres", []), "duration_minutes": item.get("duration_minutes")}
+
+
+def with_item(event: Mapping, items: Mapping[str, Mapping]) -> dict:
+    """A copy of the event with its item's fields (``item_fields``)."""
+    return {**event, **item_fields(event["item_id"], items)}
 
 
 def _events_by_user(events: Iterable[Mapping] | pd.DataFrame, items: Mapping[str, Mapping]) -> dict[str, list[dict]]:

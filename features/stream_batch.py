@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from features.offline import with_item
+from features.offline import item_fields
 from features.user_state import UserState, feature_columns, fold_users
 from streamrec.config import FeatureConfig
 from streamrec.events import InvalidEvent, parse_event
@@ -138,7 +138,10 @@ def fold_batch(
                                    f"event time {p.event['ts_ms']} is behind this user's watermark {watermark}"))
         if accepted:
             work.append((user_id, state, accepted))
-    errors = fold_users([(state, [with_item(p.event, catalog) for p in accepted]) for _, state, accepted in work], cfg)
+    for _, _, accepted in work:
+        for p in accepted:  # the batch's own dicts: joined in place, not copied
+            p.event.update(item_fields(p.event["item_id"], catalog))
+    errors = fold_users([(state, [p.event for p in accepted]) for _, state, accepted in work], cfg)
     done, event_ms, kafka_ms, folded_ids = [], [], [], []
     for (user_id, state, accepted), error in zip(work, errors):
         if error is not None:
@@ -161,7 +164,9 @@ def latest_only(parsed: Parsed, catalog: Mapping[str, Mapping], cfg: FeatureConf
     no screening (what the stream job costs without its state; ``streamrec bench freshness``)."""
     latest = {user_id: max(pending, key=lambda p: p.event["ts_ms"]) for user_id, pending in parsed.by_user.items()}
     pairs = [(user_id, UserState()) for user_id in latest]
-    errors = fold_users([(state, [with_item(latest[user_id].event, catalog)]) for user_id, state in pairs], cfg)
+    for p in latest.values():
+        p.event.update(item_fields(p.event["item_id"], catalog))
+    errors = fold_users([(state, [latest[user_id].event]) for user_id, state in pairs], cfg)
     done = [(u, s) for (u, s), error in zip(pairs, errors) if error is None]
     all_pending = [p for pending in parsed.by_user.values() for p in pending]
     return Folded(

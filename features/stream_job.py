@@ -48,6 +48,10 @@ def duration_ms(text: str) -> int:
     return int(float(m.group(1)) * _UNIT_MS[unit])
 
 
+# Spark ends Python workers idle for a minute; an idle job keeps one warm (see warm_python_workers).
+WARM_EVERY_S = 30.0
+
+
 @dataclass
 class StreamPaths:
     checkpoint: Path
@@ -126,7 +130,7 @@ def consumer_lag(progress: dict | None) -> int | None:
 def run(settings: Settings, *, catalog: Path | None = None, available_now: bool = False, echo=print) -> dict:
     """Run the job until stopped (or, with ``available_now``, until caught up); returns totals."""
     from features.stream_metrics import StreamMetrics
-    from streams.spark_session import get_spark
+    from streams.spark_session import get_spark, warm_python_workers
 
     paths = StreamPaths.of(settings)
     metrics = StreamMetrics()
@@ -137,9 +141,13 @@ def run(settings: Settings, *, catalog: Path | None = None, available_now: bool 
     echo(f"stream: query {query.id} running; checkpoint {paths.checkpoint}; stats {paths.stats}"
          + (f"; metrics http://127.0.0.1:{settings.spark.metrics_port}/metrics" if server else ""))
     paths.heartbeat.write_text(f"{os.getpid()} {query.id}")
+    warmed = time.monotonic()
     try:
         while query.isActive:
             query.awaitTermination(5)
+            if not available_now and time.monotonic() - max(warmed, sink.last_batch_at) > WARM_EVERY_S:
+                warm_python_workers(spark)
+                warmed = time.monotonic()
             lag = partition_lag(query.lastProgress)
             if lag is not None:
                 metrics.set_lag(lag)

@@ -76,6 +76,7 @@ class StreamSink:
         self.on_batch = on_batch
         self._dlq: EventProducer | None = None
         self._features = feature_producer(settings.kafka)
+        self.last_batch_at = time.monotonic()
         self._parse = functools.partial(
             parse_records, max_bytes=settings.ingest.max_event_bytes, max_future_skew_s=settings.ingest.max_future_skew_seconds
         )
@@ -121,6 +122,7 @@ class StreamSink:
         self._publish(folded)
         lap("publish")
         self._report(batch_id, parsed.records, folded, stages, visible_ms)
+        self.last_batch_at = time.monotonic()
 
     def _publish(self, folded: Folded) -> None:
         if folded.columns:

@@ -63,11 +63,15 @@ def latest_event_per_user(events_path: Path) -> dict[str, int]:
     return latest
 
 
-def wait_until_online(settings: Settings, expected: dict[str, int], timeout_s: float = 900.0) -> float:
-    """Poll the online store until every user's features include their latest event; returns seconds waited."""
+def wait_until_online(settings: Settings, expected: dict[str, int], timeout_s: float = 900.0, poll_s: float = 1.0,
+                      since: float | None = None) -> float:
+    """Poll the online store until every user's features include their latest event; returns the seconds
+    since ``since`` (a ``time.monotonic()`` reading; default: now). Progress is printed every 5 s."""
     from features.store import FeatureStoreClient
 
-    store, users, t0 = FeatureStoreClient(settings), sorted(expected), time.monotonic()
+    store, users = FeatureStoreClient(settings), sorted(expected)
+    t0 = time.monotonic() if since is None else since
+    shown = time.monotonic()
     while True:
         rows = store.online_features(users)
         behind = [u for u, r in zip(users, rows) if (r.get("last_event_ts_ms") or 0) < expected[u]]
@@ -75,8 +79,10 @@ def wait_until_online(settings: Settings, expected: dict[str, int], timeout_s: f
             return time.monotonic() - t0
         if time.monotonic() - t0 > timeout_s:
             raise UserError(f"stream job still behind for {len(behind)} users after {timeout_s:.0f}s; see {settings.data_path / 'log' / 'stream.log'}")
-        print(f"   waiting for the stream job: {len(users) - len(behind)}/{len(users)} users up to date", flush=True)
-        time.sleep(5)
+        if time.monotonic() - shown > 5:
+            print(f"   waiting for the stream job: {len(users) - len(behind)}/{len(users)} users up to date", flush=True)
+            shown = time.monotonic()
+        time.sleep(poll_s)
 
 
 def describe_live(row: dict) -> str:
@@ -192,12 +198,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     step("a burst of context-changing events (late night, phone, short comedies) -> recommendations again")
     burst = burst_events(sample, items, int(time.time() * 1000))
+    published_at = time.monotonic()
     with EventProducer(settings, source="demo") as producer:
         for event in burst:
             producer.send(event)
     print(f"   published {len(burst)} events for {', '.join(sample)}")
-    waited = wait_until_online(settings, {u: max(e["ts"] for e in burst if e["user_id"] == u) for u in sample}, timeout_s=300)
-    print(f"   their online features changed {waited:.1f}s after publishing")
+    waited = wait_until_online(settings, {u: max(e["ts"] for e in burst if e["user_id"] == u) for u in sample},
+                               timeout_s=300, poll_s=0.05, since=published_at)
+    print(f"   event -> online features: all three users' rows changed {waited:.2f}s after publishing began")
     for user in sample:
         show_recommendations(recommend(settings, user, wait_rerank_s=args.rerank_wait))
 

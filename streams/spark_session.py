@@ -47,11 +47,25 @@ def get_spark(settings: Settings, *, app_name: str = "streamrec", warehouse_dir:
         .config("spark.driver.memory", "2g")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.python.daemon.module", "streams.spark_daemon")
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("WARN")
     spark.dataSource.register(KafkaDataSource)
     return spark
+
+
+def _identity(batches):
+    yield from batches
+
+
+def warm_python_workers(spark: SparkSession) -> None:
+    """Run a trivial Python task, so Spark keeps a Python worker (and the Kafka reader it caches).
+
+    Spark ends a Python worker idle for a minute; the next micro-batch then waits ~1 s for a new
+    one. A job that idles calls this every half minute instead.
+    """
+    spark.range(1).mapInArrow(_identity, "id long").collect()
 
 
 def kafka_stream(
