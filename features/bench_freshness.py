@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import multiprocessing
 import random
 import time
@@ -123,29 +124,36 @@ def _run_once(spark, settings: Settings, args, rate: int, floor: bool, items: li
         "event_to_online_ms": {f"p{q}": round(float(np.percentile(age, q))) for q in (50, 95, 99)} if len(age) else {},
         "events_measured": int(len(age)),
         "lag_first_last": [lags[0], lags[-1]] if lags else None,
+        "lag_max": max((x for x in lags if x is not None), default=None),
     }
 
 
 def _stop_quietly(spark, query) -> None:
-    # Stopping interrupts a running batch; Spark then logs the interruption with a long Java stack
-    # trace that says nothing about the measurement, so the JVM's logging is off for the stop.
-    jvm_log = spark.sparkContext._jvm.org.apache.logging.log4j.core.config.Configurator
-    root = spark.sparkContext._jvm.org.apache.logging.log4j.LogManager.getRootLogger().getName()
-    level = spark.sparkContext._jvm.org.apache.logging.log4j.Level
-    jvm_log.setLevel(root, level.OFF)
+    """Stop between micro-batches: stopping inside one interrupts the sink, which Spark, py4j and the
+    Python daemon each report with a long stack trace that says nothing about the measurement."""
+    deadline = time.monotonic() + 60
+    while query.status["isTriggerActive"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    jvm = spark.sparkContext._jvm
+    configurator, level = jvm.org.apache.logging.log4j.core.config.Configurator, jvm.org.apache.logging.log4j.Level
+    root = jvm.org.apache.logging.log4j.LogManager.getRootLogger().getName()
+    py4j_log = logging.getLogger("py4j")
+    configurator.setLevel(root, level.OFF)
+    py4j_log.setLevel(logging.CRITICAL)
     try:
         query.stop()
     finally:
-        jvm_log.setLevel(root, level.WARN)
+        configurator.setLevel(root, level.WARN)
+        py4j_log.setLevel(logging.NOTSET)
 
 
 def _table(results: list[dict]) -> str:
     stages = list(results[0]["mean_stage_ms"]) if results and results[0]["mean_stage_ms"] else []
-    head = ["rate", "run", "processed/s", "lag first→last", "cycle ms", *[f"{s} ms" for s in stages], "p50 ms", "p95 ms", "p99 ms"]
+    head = ["rate", "run", "processed/s", "lag first→last (max)", "cycle ms", *[f"{s} ms" for s in stages], "p50 ms", "p95 ms", "p99 ms"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     for r in results:
         f = r["event_to_online_ms"]
-        lag = "→".join(str(x) for x in r["lag_first_last"]) if r["lag_first_last"] else "?"
+        lag = "→".join(str(x) for x in r["lag_first_last"]) + f" ({r['lag_max']})" if r["lag_first_last"] else "?"
         lines.append("| " + " | ".join(str(x) for x in [
             f"{r['rate']:,}", r["run"], f"{r['processed_per_s']:,}", lag, r["mean_cycle_ms"],
             *[r["mean_stage_ms"].get(s, "") for s in stages], f.get("p50"), f.get("p95"), f.get("p99")]) + " |")
