@@ -134,8 +134,8 @@ def run(settings: Settings, *, catalog: Path | None = None, available_now: bool 
 
     paths = StreamPaths.of(settings)
     metrics = StreamMetrics()
-    sink = open_sink(settings, catalog=catalog, echo=echo, metrics=metrics)
     server = metrics.serve(settings.spark.metrics_port) if settings.spark.metrics_port and not available_now else None
+    sink = open_sink(settings, catalog=catalog, echo=echo, metrics=metrics)
     spark = get_spark(settings)
     query = start_query(spark, settings, sink, available_now=available_now)
     echo(f"stream: query {query.id} running; checkpoint {paths.checkpoint}; stats {paths.stats}"

@@ -14,6 +14,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from streamrec.errors import UserError
+
 FRESHNESS_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 STAGE_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
@@ -86,5 +88,9 @@ class StreamMetrics:
 
     def serve(self, port: int, host: str = "127.0.0.1"):
         """Start ``/metrics`` in a daemon thread; returns the server (``shutdown()`` stops it)."""
-        server, _ = start_http_server(port, addr=host, registry=self.registry)
+        try:
+            server, _ = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as e:
+            raise UserError(f"cannot serve the stream job's /metrics on {host}:{port}: {e.strerror} "
+                            "(set spark.metrics_port to a free port, or 0 for none)") from None
         return server
