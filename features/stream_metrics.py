@@ -10,7 +10,7 @@ import threading
 from typing import Iterable, Mapping
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server, values
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
@@ -48,8 +48,21 @@ class BulkHistogram(Collector):
         yield HistogramMetricFamily(self.name, self.documentation, buckets=list(zip(labels, cumulative)), sum_value=total)
 
 
+def _single_process_values() -> None:
+    """Undo Feast's process-wide switch of prometheus_client to multiprocess mode.
+
+    ``feast.metrics`` sets PROMETHEUS_MULTIPROC_DIR when imported (for its Gunicorn workers);
+    prometheus_client then keeps every metric's value in a file keyed by name and labels, so two
+    StreamMetrics in one process (the benchmark's job and floor, a test after a job) shared their
+    counts. This process serves its own registry and needs plain in-memory values.
+    """
+    if values.ValueClass is not values.MutexValue:
+        values.ValueClass = values.MutexValue
+
+
 class StreamMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
+        _single_process_values()
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.event_to_online = BulkHistogram(

@@ -32,8 +32,8 @@ from features.stream_batch import Folded, fold_batch, latest_only, parse_records
 from features.stream_metrics import StreamMetrics
 from features.stream_state import StateStore
 from streamrec.config import Settings
+from streamrec.errors import UserError
 from streamrec.events import InvalidEvent
-from streams.kafka_source import KafkaSourceError
 from streams.kafka_util import LIBRDKAFKA_LOG, librdkafka_config
 from streams.producer import EventProducer
 
@@ -100,7 +100,6 @@ class StreamSink:
         lap("parse")
         cfg = self.settings.features
         if self.state is None:
-            before: dict = {}
             lap("state_read")
             folded = latest_only(parsed, self.catalog, cfg)
         else:
@@ -113,7 +112,7 @@ class StreamSink:
             self.store.write_session_online(folded.columns)
         visible_ms = time.time() * 1000.0
         lap("online")
-        if self.state is not None and folded.records:
+        if self.state is not None:  # every batch, even one that changed nobody: the store follows the batch ids
             self.state.save(batch_id, folded.records, folded.folded_ids, folded.horizons)
         lap("state_write")
         if folded.columns:
@@ -135,7 +134,7 @@ class StreamSink:
                 self._features.produce(topic, msgspec.json.encode(payload), key=payload["user_id"].encode("utf-8"))
                 self._features.poll(0)
             if self._features.flush(self.settings.kafka.request_timeout_ms / 1000):
-                raise KafkaSourceError(f"could not publish feature rows to {topic} within kafka.request_timeout_ms")
+                raise UserError(f"could not publish feature rows to {topic} within kafka.request_timeout_ms")
         if folded.dead:
             if self._dlq is None:
                 self._dlq = EventProducer(self.settings, source="stream")
