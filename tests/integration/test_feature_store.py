@@ -168,6 +168,43 @@ def test_catalog_and_profiles_are_online(feature_client, tmp_path):
     assert feature_client.profile_features(["u1"])[0]["profile_events"] == 2
 
 
+def test_embedded_redis_keeps_written_features_across_a_kill_9(tmp_path, session_rows):
+    """`infra up`'s redis-server persists every write (AOF, fsync always) under <data>/redis."""
+    import os
+    import signal
+
+    from features.store import FeatureStoreClient
+    from infra import process
+    from infra import redis as redis_infra
+    from streamrec.config import Settings
+    from tests.helpers import assert_eventually, free_port
+
+    settings = Settings(data_dir=str(tmp_path))
+    settings.feast.redis_connection = f"127.0.0.1:{free_port()}"
+    svc = redis_infra.redis_service(settings)
+    process.start(svc)
+    try:
+        client = FeatureStoreClient(settings)
+        client.apply()
+        rows = session_rows(T1, a=1, b=2)
+        client.write_session_online({c: rows[c].tolist() for c in rows.columns})
+        os.kill(process.running_pid(svc), signal.SIGKILL)
+        assert_eventually(lambda: _stopped(svc), timeout_s=10)
+        process.start(svc)
+        got = FeatureStoreClient(settings).online_features(["a", "b"])
+        for g, (_, want) in zip(got, rows.iterrows()):
+            assert_same_features(g, want)
+        assert (tmp_path / "redis").is_dir()
+    finally:
+        process.stop(svc)
+
+
+def _stopped(svc) -> None:
+    from infra import process
+
+    assert process.running_pid(svc) is None
+
+
 def test_redis_online_store_round_trip(redis_feature_client, session_rows):
     client = redis_feature_client
     assert client.config.online_store.type == "redis"
