@@ -25,7 +25,7 @@ Why this shape, measured on the project's 2-core machine (pyspark 4.3, 2,000 use
   (kafka-python decoded records at 40-70 µs each), all partitions in one task (a task costs
   ~0.1 s: with four, a batch took ~0.33 s where one takes ~0.15 s).
   ``streamrec bench freshness`` prints the per-stage split beside the stateless floor
-  (README, "Freshness": p99 3.0 s at 5,000 events/s; 10,000 events/s processed).
+  (README, "Freshness": p99 0.9 s at 1,000 events/s, 2.0-3.0 s at 5,000; ~10,000 events/s processed).
 """
 from __future__ import annotations
 
