@@ -11,7 +11,7 @@ committed batch ended.
 
 Why this shape, measured on the project's 2-core machine (pyspark 4.3, 2,000 users):
 - The previous job grouped by user with ``applyInPandasWithState``: ~1 ms of Python per
-  user per batch (2,000 users = 2 s), plus Feast's per-value online write (~0.5 ms a user
+  user per batch (the issue's profiling; 2,000 users = 2 s), plus Feast's per-value online write (~0.5 ms a user
   on SQLite): p99 5.5 s at 100 events/s, saturation near 2,000 events/s.
   ``transformWithStateInPandas`` is slower for this shape (a state-server round trip per call).
 - A micro-batch costs ~0.3 s even when nearly empty (offset and commit logs ~0.13 s, the

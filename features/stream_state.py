@@ -72,15 +72,7 @@ class StateStore:
         """Record the outcome of ``batch_id``: users' new ``records``, the ``folded`` (user, event_id, time),
         and each user's watermark before the batch (``horizons``), behind which its ids are forgotten."""
         self._at(batch_id - 1)
-        folded = list(folded)
-        horizons = dict(horizons or {})
-        users = list(records)
-        table = pa.table({
-            "user_id": users + [u for u, _, _ in folded] + list(horizons),
-            "record": [records[u] for u in users] + [None] * (len(folded) + len(horizons)),
-            "event_id": [None] * len(users) + [e for _, e, _ in folded] + [None] * len(horizons),
-            "ts": [None] * len(users) + [ts for _, _, ts in folded] + list(horizons.values()),  # a horizon: ts alone
-        }, schema=_SCHEMA)
+        table = _table(records, list(folded), horizons or {})
         self._write(f"batch-{batch_id}.arrow", table)
         self._apply(table)
         self._version = batch_id
@@ -140,14 +132,8 @@ class StateStore:
                 seen[user_id] = {e: ts for e, ts in ids.items() if ts >= horizon}
 
     def _snapshot(self, batch_id: int) -> None:
-        users = list(self._records)
         pairs = [(u, e, ts) for u, ids in self._seen.items() for e, ts in ids.items()]
-        self._write(f"snapshot-{batch_id}.arrow", pa.table({
-            "user_id": users + [u for u, _, _ in pairs],
-            "record": [self._records[u] for u in users] + [None] * len(pairs),
-            "event_id": [None] * len(users) + [e for _, e, _ in pairs],
-            "ts": [None] * len(users) + [ts for _, _, ts in pairs],
-        }, schema=_SCHEMA))
+        self._write(f"snapshot-{batch_id}.arrow", _table(self._records, pairs, {}))
         # The previous snapshot and the changelog after it stay: batch ``batch_id`` itself may still be
         # replayed, and starts from the state before it. What is older than that is no longer needed.
         files = self._files()
@@ -165,6 +151,17 @@ class StateStore:
         with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, _SCHEMA) as writer:
             writer.write_table(table)
         os.replace(tmp, self.dir / name)
+
+
+def _table(records: Mapping[str, bytes], folded: list[tuple[str, str, int]], horizons: Mapping[str, int]) -> pa.Table:
+    """One file's rows: users' records, folded events (user, event_id, time), users' horizons (ts alone)."""
+    users = list(records)
+    return pa.table({
+        "user_id": users + [u for u, _, _ in folded] + list(horizons),
+        "record": [records[u] for u in users] + [None] * (len(folded) + len(horizons)),
+        "event_id": [None] * len(users) + [e for _, e, _ in folded] + [None] * len(horizons),
+        "ts": [None] * len(users) + [ts for _, _, ts in folded] + list(horizons.values()),
+    }, schema=_SCHEMA)
 
 
 def _read(path: Path) -> pa.Table:
