@@ -5,8 +5,10 @@ candidate generator, the item catalog, the TF Serving client, the re-ranker), so
 setup fails at start-up with a clear message rather than on the first request. Tests
 build it with settings pointing at temporary dirs.
 
-Auth: with ``serving.auth_token`` set, ``/recommend`` and ``/metrics`` need
-``Authorization: Bearer <token>``; ``/healthz`` and the docs stay open (they hold no user data).
+Auth (``streamrec.auth``): ``/recommend`` needs a token that may read that user
+(``recommend:read`` bound to them, or ``recommend:any``), ``/metrics`` one with ``ops:read``.
+``/healthz`` answers everyone ok/unhealthy, and its details only to ``ops:read``.
+The caller's identity is what the re-ranker's fair queue and rate limit go by.
 """
 from __future__ import annotations
 
@@ -18,11 +20,16 @@ from typing import Literal
 import httpx
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
+from streamrec.auth import AuthError, Principal
+from streamrec.http_auth import HttpAuth, http_error
+from streamrec.http_errors import documented, error
+from streamrec.http_limits import MAX_QUERY_BYTES, QueryLimit
+from streamrec.ids import ID_PATTERN, MAX_ID_CHARS
 from streamrec.vocabulary import DEVICES
 from infra.llm import resolve_endpoint
 from models.retrieval import CandidateGenerator, retrieval_dir
-from serving.auth import require_token
 from serving.metrics import CONTENT_TYPE, ServingMetrics
 from serving.pipeline import FeatureStoreUnavailable, ItemCatalog, Pipeline, Recommendation, Scorer
 from serving.rerank import Reranker
@@ -33,8 +40,6 @@ from streamrec.config import Settings
 
 log = logging.getLogger(__name__)
 
-USER_ID_PATTERN = r"^[A-Za-z0-9_.:@-]+$"
-MAX_USER_ID_CHARS = 128
 HEALTH_TIMEOUT_S = 1.0
 Device = Literal[DEVICES]  # type: ignore[valid-type]
 
@@ -92,50 +97,67 @@ def create_app(settings: Settings, *, with_worker: bool = False, worker_group: s
         lifespan=lifespan,
     )
     app.state.services = services
-    auth = [Depends(require_token(settings.serving.auth_token))]
+    app.add_middleware(QueryLimit)
+    auth = HttpAuth(settings)
 
     @app.exception_handler(FeatureStoreUnavailable)
     async def _store_down(request: Request, exc: FeatureStoreUnavailable) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=503)
+        return error(503, str(exc))
 
-    @app.get("/recommend", response_model=Recommendation, dependencies=auth,
-             responses={401: {"description": "missing or wrong bearer token"},
-                        503: {"description": "the feature store cannot be read"}})
+    @app.get("/recommend", response_model=Recommendation,
+             responses={**auth.responses(), **documented(
+                 e414=f"a query string over {MAX_QUERY_BYTES} bytes", e503="the feature store cannot be read")})
     def recommend(
-        user_id: str = Query(min_length=1, max_length=MAX_USER_ID_CHARS, pattern=USER_ID_PATTERN,
+        user_id: str = Query(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN,
                              description="the viewer; an unknown one gets the cold-start path"),
         k: int = Query(min(10, top_n), ge=1, le=top_n, description=f"items to return, 1..{top_n} (serving.top_n)"),
         device: Device | None = Query(None, description="the device asking now; default: the user's last one"),
         q: str | None = Query(None, max_length=MAX_REQUEST_CHARS, description="free-text request for the re-rank"),
+        caller: Principal = Depends(auth.caller()),
     ) -> Recommendation:
+        try:
+            caller.require_read(user_id)
+        except AuthError as e:
+            raise http_error(e) from None
         # A plain def: FastAPI runs it on its thread pool, as the pipeline blocks on Feast and gRPC.
-        rec = services.pipeline.recommend(user_id, k, device, q or None)
+        rec = services.pipeline.recommend(user_id, k, device, q or None, client=caller.client)
         services.metrics.observe_request(
             rec.timings_ms, "cold_start" if rec.cold_start else "personal", rec.fallbacks, rec.rerank.status,
             rec.features.age_s, rec.rerank.cache_age_s,
         )
         return rec
 
-    @app.get("/healthz")
-    def healthz() -> JSONResponse:
-        """Each dependency's state. 503 when the feature store is down (nothing can be served); a model
-        server or LLM that is down only degrades the answers, so the API still reports 200, ``degraded``."""
-        checks = {
-            "feature_store": _check_store(services),
-            "model_server": _check_model(services),
-            "llm": _check_llm(settings, services.reranker),
-        }
+    @app.get("/healthz", response_model=Health, response_model_exclude_none=True,
+             responses={**auth.responses(), 503: {"model": Health, "description": "the feature store is down"}},
+             openapi_extra=auth.optional_security())
+    def healthz(caller: Principal | None = Depends(auth.caller_if_any())) -> JSONResponse:
+        """``ok``, or ``unhealthy`` with 503 when the feature store is down (nothing can be served).
+
+        With an ``ops:read`` token: each dependency's state, and ``degraded`` (still 200) when the
+        model server or the LLM is down, as that only degrades the answers."""
+        store = _check_store(services)
+        code = 503 if store["state"] == "error" else 200
+        if caller is None or "ops:read" not in caller.scopes:
+            return JSONResponse({"status": "ok" if code == 200 else "unhealthy"}, status_code=code)
+        checks = {"feature_store": store, "model_server": _check_model(services),
+                  "llm": _check_llm(settings, services.reranker)}
         if services.worker is not None:
             checks["worker"] = services.worker.status()
-        down = [name for name in ("feature_store", "model_server", "llm") if checks[name]["state"] == "error"]
-        status = "down" if "feature_store" in down else "degraded" if down else "ok"
-        return JSONResponse({"status": status, "checks": checks}, status_code=503 if status == "down" else 200)
+        degraded = any(checks[name]["state"] == "error" for name in ("model_server", "llm"))
+        status = "down" if code == 503 else "degraded" if degraded else "ok"
+        return JSONResponse({"status": status, "checks": checks}, status_code=code)
 
-    @app.get("/metrics", dependencies=auth, response_class=Response)
+    @app.get("/metrics", dependencies=[Depends(auth.scope("ops:read"))], response_class=Response,
+             responses=auth.responses())
     def metrics() -> Response:
         return Response(services.metrics.render(), media_type=CONTENT_TYPE)
 
     return app
+
+
+class Health(BaseModel):
+    status: str  # ok | unhealthy; with ops:read: ok | degraded | down
+    checks: dict | None = None  # with ops:read: each dependency's state
 
 
 def _check_store(services: Services) -> dict:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from streamrec.auth import bearer_header
 from streamrec.config import Settings
 from streamrec.errors import UserError
 
@@ -85,8 +86,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     users = _users(Path(args.users_file) if args.users_file else settings.data_path / "world" / "users.jsonl",
                    args.n_users)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs every request at INFO
-    token = settings.serving.auth_token
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    # A trusted service's token: like a web backend, the bench asks for many users.
+    headers = bearer_header(settings, ["recommend:any"], name="bench-serve", ttl_days=1)
     figures = asyncio.run(_bench(url, headers, users, args))
     _print(figures, args)
     if args.json:

@@ -16,6 +16,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from infra.broker import is_embedded
     from serving.app import create_app
+    from streamrec.http_limits import uvicorn_options
 
     with_worker = is_embedded(settings) if args.with_worker is None else args.with_worker
     group = {"worker_group": args.worker_group} if args.worker_group else {}
@@ -24,7 +25,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
           f"(docs at /docs; re-rank worker {'on' if with_worker else 'off'})", flush=True)
     # One process: the re-rank cache and its worker live in it (see the module doc).
     uvicorn.run(app, host=args.host or settings.serving.host, port=args.port or settings.serving.port,
-                log_level="info", access_log=args.access_log)
+                log_level="info", access_log=args.access_log, **uvicorn_options())
     return 0
 
 

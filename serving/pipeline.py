@@ -84,7 +84,7 @@ class ModelInfo:
 @dataclass
 class RerankInfo:
     applied: bool
-    status: str  # applied | cached | timeout | error | invalid_output | refusal | empty | overloaded | disabled
+    status: str  # serving.rerank.reranker.STATUSES: applied | cached | a fallback (timeout, busy, ...)
     mode: str
     model: str
     latency_ms: float
@@ -226,11 +226,13 @@ class Pipeline:
 
     # ---- the whole request
 
-    def recommend(self, user_id: str, k: int, device: str | None = None, q: str | None = None) -> Recommendation:
+    def recommend(self, user_id: str, k: int, device: str | None = None, q: str | None = None,
+                  client: str | None = None) -> Recommendation:
+        """``client``: who asks (the re-ranker's fair queue and rate limit go by it)."""
         started = time.perf_counter()
         short = self.shortlist(user_id, device)
         t = time.perf_counter()
-        result = self.reranker.rerank(user_id, short.rerank_candidates(), short.context, q)
+        result = self.reranker.rerank(user_id, short.rerank_candidates(), short.context, q, client=client)
         timings = {**short.timings_ms, "rerank": _ms(t)}
         timings["total"] = _ms(started)
         fallbacks = list(short.fallbacks)

@@ -47,6 +47,8 @@ class KafkaConfig:
 @dataclass
 class IngestConfig:
     max_event_bytes: int = 65536
+    # POST /events reads no further (413): ~1,000 events of ~4 KiB; send bigger ones in smaller batches.
+    max_body_bytes: int = 4_194_304
     max_future_skew_seconds: float = 300.0
     http_port: int = 8090
 
@@ -93,10 +95,17 @@ class ModelConfig:
 
 
 @dataclass
+class AuthConfig:
+    # Off only when set false explicitly: then every caller may do everything (local experiments).
+    enabled: bool = True
+    # The token-signing secret (>= 32 bytes); empty: <data_dir>/secrets/auth.key, made on first use.
+    secret: str = ""
+
+
+@dataclass
 class ServingConfig:
     host: str = "127.0.0.1"
     port: int = 8000
-    auth_token: str = ""
     candidates: int = 200
     top_n: int = 20
     mmr_lambda: float = 0.7
@@ -129,6 +138,7 @@ class Settings:
     model: ModelConfig = field(default_factory=ModelConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
     @property
     def data_path(self) -> Path:

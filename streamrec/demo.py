@@ -113,12 +113,11 @@ def burst_events(users: list[str], items: list[dict], now_ms: int) -> list[dict]
     return events
 
 
-def recommend(settings: Settings, user: str, k: int = 5, wait_rerank_s: float = 0.0) -> dict:
+def recommend(settings: Settings, headers: dict, user: str, k: int = 5, wait_rerank_s: float = 0.0) -> dict:
     """GET /recommend; with ``wait_rerank_s``, ask again until the LLM re-rank is served (or time runs out)."""
     import httpx
 
     s = settings.serving
-    headers = {"Authorization": f"Bearer {s.auth_token}"} if s.auth_token else {}
     url = f"http://127.0.0.1:{s.port}/recommend"
     deadline = time.monotonic() + wait_rerank_s
     while True:
@@ -126,6 +125,23 @@ def recommend(settings: Settings, user: str, k: int = 5, wait_rerank_s: float = 
         if body["rerank"]["applied"] or time.monotonic() >= deadline:
             return body
         time.sleep(3)
+
+
+def show_tokens(settings: Settings, user: str) -> dict:
+    """Mint and print the tokens the demo uses and one to try; the headers of the demo's own."""
+    from streamrec.auth import bearer_header, secret_path
+
+    if not settings.auth.enabled:
+        print("   auth is off (auth.enabled: false): no token needed")
+        return {}
+    service = bearer_header(settings, ["recommend:any"], name="demo", ttl_days=1)
+    viewer = bearer_header(settings, ["recommend:read"], user=user, ttl_days=1)["Authorization"]
+    signer = "auth.secret" if settings.auth.secret else secret_path(settings)
+    print(f"   tokens (signed with {signer}; mint more: streamrec auth token --scope ... [--user ...]):")
+    print(f"     recommend:any, the demo's own (reads every user): {service['Authorization'].removeprefix('Bearer ')}")
+    print(f"     recommend:read for {user} only: {viewer.removeprefix('Bearer ')}")
+    print(f"     try: curl -H '{viewer}' 'http://127.0.0.1:{settings.serving.port}/recommend?user_id={user}&k=5'")
+    return service
 
 
 def show_recommendations(body: dict) -> None:
@@ -192,9 +208,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     step("recommend API up; recommendations now")
     stack.up(settings, only=["api"])
+    headers = show_tokens(settings, sample[0])
     items = [json.loads(line) for line in (world / "items.jsonl").open()]
     for user in sample:
-        show_recommendations(recommend(settings, user, wait_rerank_s=args.rerank_wait))
+        show_recommendations(recommend(settings, headers, user, wait_rerank_s=args.rerank_wait))
 
     step("a burst of context-changing events (late night, phone, short comedies) -> recommendations again")
     burst = burst_events(sample, items, int(time.time() * 1000))
@@ -207,7 +224,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                                timeout_s=300, poll_s=0.05, since=published_at)
     print(f"   event -> online features: all three users' rows changed {waited:.2f}s after publishing began")
     for user in sample:
-        show_recommendations(recommend(settings, user, wait_rerank_s=args.rerank_wait))
+        show_recommendations(recommend(settings, headers, user, wait_rerank_s=args.rerank_wait))
 
     step.done()
     print("\ndemo done; the stack keeps running (API on "

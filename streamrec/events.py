@@ -21,6 +21,8 @@ from typing import Annotated, Any, Literal, Mapping
 import jiter
 import msgspec
 
+from streamrec.ids import ID_PATTERN, ID_PATTERN_PY, MAX_ID_CHARS, id_problem
+
 EVENT_TYPES = ("click", "watch")
 MAX_DEVICE_CHARS = 64
 # Earliest accepted event time, 1990-01-01 (MovieLens starts in 1995): anything before
@@ -221,6 +223,18 @@ def _string(obj: dict, name: str) -> str:
     return value
 
 
+def _id(obj: dict, name: str) -> str:
+    value = obj[name]
+    if type(value) is not str:
+        raise InvalidEvent("wrong_type", f"{name}: expected a string, got {_got(value)}")
+    problem = id_problem(value)
+    if problem is not None:
+        if not value:
+            raise InvalidEvent("empty_value", f"{name}: must not be empty")
+        raise InvalidEvent("too_long" if len(value) > MAX_ID_CHARS else "bad_id", f"{name}: {_show(value)} {problem}")
+    return value
+
+
 def _timestamp_ms(value: Any, now_ms: int, max_future_skew_s: float) -> int:
     if type(value) is int:
         ts_ms = value
@@ -276,7 +290,7 @@ def parse_event(
     return _vouch(data, now_ms, max_future_skew_s) or _validate(data, now_ms, max_future_skew_s)
 
 
-_NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN_PY)]
 
 
 class _Wire(msgspec.Struct, forbid_unknown_fields=True):
@@ -284,11 +298,11 @@ class _Wire(msgspec.Struct, forbid_unknown_fields=True):
 
     event_id: str
     event_type: Literal["click", "watch"]
-    user_id: _NonEmpty
-    item_id: _NonEmpty
+    user_id: _Id
+    item_id: _Id
     ts: int | str
     device: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_DEVICE_CHARS)]
-    session_id: _NonEmpty
+    session_id: _Id
     # UNSET: the key is absent, which the key count below must tell from null.
     watch_seconds: int | float | None | msgspec.UnsetType = msgspec.UNSET
     context: dict | None | msgspec.UnsetType = msgspec.UNSET
@@ -335,6 +349,19 @@ def _vouch(data: bytes, now_ms: int, max_future_skew_s: float) -> Event | None:
         wire.event_id.lower(), wire.event_type, wire.user_id, wire.item_id, ts_ms, wire.device, wire.session_id,
         watch_seconds, None if context is msgspec.UNSET else context,
     )
+
+
+def event_json_schema() -> dict:
+    """The event as JSON Schema (for OpenAPI), made from ``_Wire``; ``parse_event`` checks more."""
+    schema = msgspec.json.schema(_Wire)["$defs"]["_Wire"]
+    props = schema["properties"]
+    for name in ("user_id", "item_id", "session_id"):
+        props[name]["pattern"] = ID_PATTERN  # ECMA-262 has no \Z; there ``$`` already ends the text
+    props["event_id"]["format"] = "uuid"
+    props["ts"]["description"] = "epoch milliseconds, or an ISO-8601 date-time with a UTC offset"
+    props["watch_seconds"]["description"] = f"required for watch events, 0..{MAX_WATCH_SECONDS}; absent for clicks"
+    schema.update(title="Event", description="A click or watch event (the validator checks more than this schema says).")
+    return schema
 
 
 def _commas(container: dict | list) -> int:
@@ -384,11 +411,11 @@ def _validate(data: bytes, now_ms: int, max_future_skew_s: float) -> Event:
     return _event(
         event_id.lower(),
         event_type,
-        _string(obj, "user_id"),
-        _string(obj, "item_id"),
+        _id(obj, "user_id"),
+        _id(obj, "item_id"),
         _timestamp_ms(obj["ts"], now_ms, max_future_skew_s),
         device,
-        _string(obj, "session_id"),
+        _id(obj, "session_id"),
         _watch_seconds(obj, event_type),
         context,
     )

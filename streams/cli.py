@@ -27,9 +27,11 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 def _ingest_http(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from streamrec.http_limits import uvicorn_options
     from streams.ingest_http import create_ingest_app
 
-    uvicorn.run(create_ingest_app(settings), host=args.host, port=args.port or settings.ingest.http_port)
+    uvicorn.run(create_ingest_app(settings), host=args.host, port=args.port or settings.ingest.http_port,
+                **uvicorn_options())
     return 0
 
 

@@ -9,6 +9,7 @@
 | ``intent`` | intent mode's deterministic re-scoring and per-item reasons |
 | ``llm_client`` | one chat-completions call through the openai client |
 | ``cache`` | the bounded TTL LRU cache |
+| ``fairness`` | ``FairQueue``: one pending call per user and client, the per-client rate limit |
 | ``reranker`` | ``Reranker``: budget, background calls, cache, fallback, counters |
 """
 from serving.rerank.context import Candidate, LiveContext, context_signature, live_context

@@ -5,6 +5,10 @@ signature, request (and, listwise, candidate set) is used at once (``cached``). 
 LLM call runs on a small pool; if it has not answered in time the W&D order goes back now
 (``timeout``) and the call keeps running to fill the cache for the next request. At most one
 call per cache key is in flight, and at most ``max_pending`` in all (beyond: ``overloaded``).
+So that no one caller fills that queue (``fairness``), a request needing a new call while its
+user or its client (the authenticated caller, or the remote address) has another one pending
+gets ``busy``, and a client starts at most ``llm_calls_per_minute`` new calls a minute (beyond:
+``rate_limited``). Cache hits and joining the call in flight for the same key cost nothing.
 Every failure (endpoint down, HTTP error, timeout, invalid JSON, refusal, empty answer)
 degrades to the W&D order with its status; ``validate.complete_order`` makes sure only
 candidates come back, whatever the LLM said.
@@ -24,6 +28,7 @@ from typing import Sequence, Union
 
 from serving.rerank.cache import TTLCache
 from serving.rerank.context import Candidate, LiveContext, candidate_set_hash, context_signature
+from serving.rerank.fairness import FairQueue
 from serving.rerank.intent import Intent, rescore
 from serving.rerank.llm_client import Completion, LLMClient, LLMError
 from serving.rerank.prompt import intent_messages, listwise_messages, request_text
@@ -34,7 +39,8 @@ from streamrec.config import ConfigError, Settings
 log = logging.getLogger(__name__)
 
 MODES = ("intent", "listwise")
-STATUSES = ("applied", "cached", "timeout", "error", "invalid_output", "refusal", "empty", "overloaded", "disabled")
+STATUSES = ("applied", "cached", "timeout", "error", "invalid_output", "refusal", "empty", "overloaded", "busy",
+            "rate_limited", "disabled")
 APPLIED = ("applied", "cached")
 LATENCY_BUCKETS_MS = (100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 # Output token caps: an intent is ~50 tokens; a listwise entry (id, reason) up to ~45.
@@ -116,25 +122,26 @@ class RerankStats:
 
 class Reranker:
     def __init__(self, settings: Settings, *, workers: int = 2, max_pending: int = 8,
-                 cache_entries: int = 10_000, cache_ttl_s: float = 900.0):
+                 llm_calls_per_minute: int = 20, cache_entries: int = 10_000, cache_ttl_s: float = 900.0):
+        """``llm_calls_per_minute``: new LLM calls a client may start per minute (0: no limit)."""
         llm = settings.llm
         if llm.mode not in MODES:
             raise ConfigError(f"llm.mode must be one of {', '.join(MODES)}, got {llm.mode!r}")
         self.mode = llm.mode
         self.enabled = llm.enabled
         self.budget_s = llm.budget_ms / 1000.0
-        self.max_pending = max_pending
         self._client = LLMClient.from_settings(settings) if self.enabled else None
         self.model = self._client.model if self._client else ""
         self.stats = RerankStats()
         self._cache: TTLCache[Proposal] = TTLCache(cache_entries, cache_ttl_s)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rerank")
-        self._in_flight: dict[tuple, Future] = {}
-        self._lock = threading.Lock()
+        self._queue = FairQueue(max_pending, llm_calls_per_minute)
 
     def rerank(self, user_id: str, candidates: Sequence[Candidate], context: LiveContext,
-               q: str | None = None) -> RerankResult:
-        """The candidates (W&D order, best first) re-ranked within the budget, or as they are."""
+               q: str | None = None, *, client: str | None = None) -> RerankResult:
+        """The candidates (W&D order, best first) re-ranked within the budget, or as they are.
+
+        ``client``: who asks (token subject or remote address), for fairness; None when unknown."""
         start = time.monotonic()
         candidates = list(candidates)
         if not self.enabled or not candidates:
@@ -143,9 +150,9 @@ class Reranker:
         hit = self._cache.get(key)
         if hit is not None:
             return self._applied(hit[0], candidates, context, "cached", start, cache_age_s=hit[1])
-        future = self._submit(key, candidates, context, q)
-        if future is None:
-            return self._fallback(candidates, "overloaded", start)
+        future = self._submit(user_id, client, key, candidates, context, q)
+        if isinstance(future, str):  # refused: busy, overloaded or rate_limited
+            return self._fallback(candidates, future, start)
         try:
             outcome = future.result(timeout=max(self.budget_s - (time.monotonic() - start), 0.0))
         except TimeoutError:  # the call goes on in the background and fills the cache
@@ -154,19 +161,23 @@ class Reranker:
 
     def refresh(self, user_id: str, candidates: Sequence[Candidate], context: LiveContext,
                 q: str | None = None) -> RerankResult:
-        """Call the LLM now, ignoring the cache and the budget, and cache the answer (for the refresh worker)."""
+        """Call the LLM now, ignoring the cache and the budget, and cache the answer (for the refresh worker).
+
+        One pending call per user holds here too; the rate limit does not (the server's own work)."""
         start = time.monotonic()
         candidates = list(candidates)
         if not self.enabled or not candidates:
             return self._fallback(candidates, "disabled" if not self.enabled else "empty", start)
-        future = self._submit(self._key(user_id, candidates, context, q), candidates, context, q)
-        if future is None:
-            return self._fallback(candidates, "overloaded", start)
+        key = self._key(user_id, candidates, context, q)
+        future = self._submit(user_id, None, key, candidates, context, q, limited=False)
+        if isinstance(future, str):
+            return self._fallback(candidates, future, start)
         return self._from_outcome(future.result(), candidates, context, start)
 
     def close(self) -> None:
         """Drop queued calls and wait for running ones (bounded by ``llm.timeout_seconds``)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._queue.clear()
         if self._client is not None:
             self._client.close()
 
@@ -181,17 +192,11 @@ class Reranker:
         items = candidate_set_hash(candidates) if self.mode == "listwise" else ""
         return user_id, context_signature(context), (request_text(q) or "").casefold(), items
 
-    def _submit(self, key: tuple, candidates: list[Candidate], context: LiveContext, q: str | None) -> Future | None:
-        """The in-flight call for ``key``, started if there is none; None when too many are pending."""
-        with self._lock:
-            future = self._in_flight.get(key)
-            if future is None:
-                if len(self._in_flight) >= self.max_pending:
-                    return None
-                # The worker removes the key under the same lock, so it cannot do so before this insert.
-                future = self._pool.submit(self._call, key, candidates, context, q)
-                self._in_flight[key] = future
-            return future
+    def _submit(self, user_id: str, client: str | None, key: tuple, candidates: list[Candidate],
+                context: LiveContext, q: str | None, *, limited: bool = True) -> Future | str:
+        """The call in flight for ``key``, started if there is none; else the status refusing it."""
+        return self._queue.admit(key, user_id, client,
+                                 lambda: self._pool.submit(self._call, key, candidates, context, q), limited=limited)
 
     def _call(self, key: tuple, candidates: list[Candidate], context: LiveContext, q: str | None) -> _Outcome:
         try:
@@ -201,8 +206,7 @@ class Reranker:
             self.stats.record_call("error", None)
             return _Outcome("error")
         finally:
-            with self._lock:
-                self._in_flight.pop(key, None)
+            self._queue.release(key)
 
     def _ask(self, key: tuple, candidates: list[Candidate], context: LiveContext, q: str | None) -> _Outcome:
         if self.mode == "intent":

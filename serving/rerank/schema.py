@@ -22,6 +22,10 @@ MAX_INTENT_REASON_CHARS = 48
 # Listwise answers rank at most this many: every entry costs output tokens, and the rest keep
 # their W&D order after the ranked ones.
 MAX_RANKED = 10
+# Bounds on an answer before it is decoded (longer or deeper is "invalid_output"): a listwise answer
+# is at most ~48 tokens x 20 items and nests 4 deep, so these only stop hostile or runaway output.
+MAX_ANSWER_CHARS = 32_768
+MAX_ANSWER_DEPTH = 16
 
 
 def reason_pattern(max_chars: int) -> str:

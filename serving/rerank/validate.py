@@ -8,9 +8,15 @@ in the text is taken, so code fences or a sentence around it (servers that ignor
 ``response_format`` add them) do not cost a re-rank, while every field is then checked
 against the candidates and vocabularies. Text without a JSON object is a ``refusal`` when it
 reads like one, else ``invalid_output``; an answer that carries nothing usable is ``empty``.
+Text longer than ``MAX_ANSWER_CHARS`` or nesting deeper than ``MAX_ANSWER_DEPTH`` is
+``invalid_output`` before any decoding, so no answer can exhaust the decoder's recursion.
+
+Reasons are plain text, whatever the LLM returns: no markup (tags, entities, markdown, URLs),
+no ids, one line, length-capped (``clean_reason``).
 """
 from __future__ import annotations
 
+import html
 import json
 import re
 import unicodedata
@@ -20,7 +26,7 @@ from typing import Any, Iterable, Sequence
 from streamrec.vocabulary import GENRES
 from serving.rerank.context import Candidate
 from serving.rerank.intent import GENRE_WORDS, LENGTHS, MOODS, Intent
-from serving.rerank.schema import MAX_INTENT_REASON_CHARS, MAX_REASON_CHARS
+from serving.rerank.schema import MAX_ANSWER_CHARS, MAX_ANSWER_DEPTH, MAX_INTENT_REASON_CHARS, MAX_REASON_CHARS
 
 _REFUSAL = re.compile(
     r"\b(i'?m sorry|i am sorry|i apologi[sz]e|i can(?:no|')t|i cannot|i'?m unable|i am unable|"
@@ -30,6 +36,22 @@ _REFUSAL = re.compile(
 _SPACE = re.compile(r"\s+")
 _WORD = re.compile(r"[a-z]+(?:-[a-z]+)?")
 _DECODER = json.JSONDecoder()
+# What a JSON decoder's nesting depends on: an escape (which may hide a quote), a quote, a bracket.
+_JSON_TOKEN = re.compile(r'\\.|[][{}"]', re.DOTALL)
+
+# Markup, removed in this order (a tag's attributes may hold URLs, link text may hold tags).
+_MARKUP = [
+    (re.compile(r"<(script|style)\b.*?(?:</\1\s*>|\Z)", re.IGNORECASE | re.DOTALL), ""),  # with its body
+    (re.compile(r"<[A-Za-z/!?][^<>]*(?:>|\Z)"), ""),  # a tag, also one left open at the end
+    (re.compile(r"!?\[([^\[\]]*)\]\([^()]*\)"), r"\1"),  # a markdown link or image: its text only
+    (re.compile(r"(?:\b[A-Za-z][A-Za-z0-9+.-]*://|\bwww\.)\S*", re.IGNORECASE), ""),  # a URL
+]
+# Besides letters, digits and spaces, the only characters a reason keeps.
+_PUNCTUATION = frozenset(".,;:!?'\"()&/%+-–—‘’“”")
+_ENTITY = re.compile(r"&#?\w+;")
+# An id-like token: letters then digits, as a whole word (i00042, ml1193, ml7, u0001, tt0111161).
+# "1990s", "80s", "2 hours", "Se7en", "3D" stay; "T2" or "MP3" go too, as the price of a simple rule.
+_ID_LIKE = re.compile(r"\b[^\W\d_]+\d+\b")
 
 
 class InvalidOutput(ValueError):
@@ -47,6 +69,11 @@ def parse_object(text: str | None, refusal: str | None = None) -> dict:
         raise InvalidOutput("refusal", refusal[:200])
     if text is None or not text.strip():
         raise InvalidOutput("empty", "no content")
+    if len(text) > MAX_ANSWER_CHARS:
+        raise InvalidOutput("invalid_output", f"answer of {len(text)} characters, at most {MAX_ANSWER_CHARS}")
+    depth = _nesting(text)
+    if depth > MAX_ANSWER_DEPTH:
+        raise InvalidOutput("invalid_output", f"answer nested {depth} deep, deeper than {MAX_ANSWER_DEPTH}")
     start = text.find("{")
     while start != -1:
         try:
@@ -62,18 +89,59 @@ def parse_object(text: str | None, refusal: str | None = None) -> dict:
     raise InvalidOutput("invalid_output", f"no JSON object in {text.strip()[:200]!r}")
 
 
+def _nesting(text: str) -> int:
+    """How deep a JSON decoder starting at any "{" of ``text`` could nest, bounded from above
+    without recursion. Brackets in strings do not count, but which brackets are in strings
+    depends on where decoding starts (a stray quote in the prose before the object shifts every
+    string after it), so both readings of the quotes are followed, each with its own depth
+    (-1: no decoding reads the text so)."""
+    outside = inside = deepest = -1
+    for token in _JSON_TOKEN.findall(text):
+        if token[0] == "\\":
+            outside = -1  # a backslash ends decoding outside a string; inside one it escapes a character
+        if token[-1] == "{":
+            outside = max(outside, 0)  # decoding may start at any "{"
+        if token == '"':
+            outside, inside = inside, outside
+        elif outside >= 0 and token[-1] in "[{":
+            outside += 1
+        elif outside >= 0 and token[-1] in "]}":
+            outside = max(outside - 1, 0)
+        deepest = max(deepest, outside)
+    return deepest
+
+
+def _plain(text: str) -> str:
+    """``text`` without markup: entities decoded (so encoded tags go as tags), then _MARKUP
+    removed, then every character but letters, digits, whitespace and _PUNCTUATION dropped, then
+    entities left over (double-encoded, or formed by the drop) removed."""
+    text = unicodedata.normalize("NFKC", html.unescape(text))  # NFKC also turns fullwidth < > into ASCII
+    for pattern, replacement in _MARKUP:
+        text = pattern.sub(replacement, text)
+    # Dropped, not spaced, so that "i_42" or "i`42`" still reads as the id it is, and goes.
+    text = "".join(" " if ch.isspace() else ch for ch in text if ch.isalnum() or ch.isspace() or ch in _PUNCTUATION)
+    return _ENTITY.sub(" ", text)
+
+
+def _without_ids(text: str, ids: Sequence[str]) -> str:
+    """``text`` without the ``ids`` nor _ID_LIKE tokens, spaces collapsed, punctuation debris stripped."""
+    if ids:
+        text = re.sub(r"(?<!\w)(?:" + "|".join(map(re.escape, ids)) + r")(?!\w)", "", text)
+    return _SPACE.sub(" ", _ID_LIKE.sub("", text)).strip(" ,;:-")
+
+
 def clean_reason(text: Any, candidate_ids: Iterable[str], max_chars: int = MAX_REASON_CHARS) -> str:
-    """One line, at most ``max_chars``, with no item ids in it (they mean nothing to viewers
-    and would let an answer point at other items)."""
+    """Plain text a viewer can read, whatever the LLM returned: no markup (``_plain``), no ids
+    (the candidates' and any _ID_LIKE token: they mean nothing to viewers and would let an answer
+    point at other items), one line, at most ``max_chars`` (cut with "…")."""
     if not isinstance(text, str):
         return ""
-    text = unicodedata.normalize("NFKC", text)
-    text = "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in text)
     ids = sorted(set(candidate_ids), key=len, reverse=True)
-    if ids:
-        text = re.sub(r"(?<![\w-])(?:" + "|".join(map(re.escape, ids)) + r")(?![\w-])", "", text)
-    text = _SPACE.sub(" ", text).strip(" ,;:-")
-    return text if len(text) <= max_chars else text[: max_chars - 1].rstrip() + "…"
+    text = _without_ids(_plain(text), ids)
+    if len(text) > max_chars:
+        # Again after the cut: "abc123d" cut to "abc123…" reads as an id.
+        text = _without_ids(text[: max_chars - 1].rstrip() + "…", ids)
+    return text
 
 
 def parse_ranking(text: str | None, candidates: Sequence[Candidate], refusal: str | None = None) -> list[tuple[str, str]]:

@@ -7,6 +7,7 @@ fake holds its answer until the test releases it, so no outcome depends on speed
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -78,6 +79,15 @@ def assert_fallback(result: RerankResult, status: str) -> None:
     assert (result.status, result.applied) == (status, False)
     assert ids(result) == WD_ORDER
     assert [item.score for item in result.items] == [c.wd_score for c in CANDIDATES]
+
+
+def received(fake_llm, n: int) -> None:
+    """Exactly ``n`` requests reached the fake (waiting for them: a timed-out call may still be on its way)."""
+    def arrived():
+        assert len(fake_llm.received()) >= n
+
+    assert_eventually(arrived)
+    assert len(fake_llm.received()) == n
 
 
 
@@ -231,10 +241,114 @@ def test_failures_are_not_cached(fake_llm, make_reranker):
 
 def test_too_many_pending_calls_is_overloaded(fake_llm, make_reranker):
     fake_llm.hold()
-    reranker = make_reranker("intent", budget_ms=50, max_pending=1)
-    assert reranker.rerank("u1", CANDIDATES, CTX).status == "timeout"
-    assert_fallback(reranker.rerank("u2", CANDIDATES, CTX), "overloaded")
-    assert len(fake_llm.received()) == 1
+    reranker = make_reranker("intent", budget_ms=50, max_pending=2)
+    # distinct users and clients: no one holds more than its own slot, the global cap still holds
+    assert reranker.rerank("u1", CANDIDATES, CTX, client="c1").status == "timeout"
+    assert reranker.rerank("u2", CANDIDATES, CTX, client="c2").status == "timeout"
+    assert_fallback(reranker.rerank("u3", CANDIDATES, CTX, client="c3"), "overloaded")
+    received(fake_llm, 2)
+
+
+# --- fairness and rate limits ---------------------------------------------------------------
+
+def test_one_user_cannot_fill_the_queue(fake_llm, make_reranker):
+    # The probe: ten anonymous requests for one user with distinct requests, the LLM slower than the budget.
+    fake_llm.hold()
+    reranker = make_reranker("intent", budget_ms=50)
+    statuses = [reranker.rerank("uA", CANDIDATES, CTX, q=f"request {n}", client="10.0.0.9").status
+                for n in range(10)]
+    assert statuses == ["timeout"] + ["busy"] * 9
+    received(fake_llm, 1)
+    # another user still gets a call of their own
+    assert reranker.rerank("uB", CANDIDATES, CTX, client="10.0.0.7").status == "timeout"
+    received(fake_llm, 2)
+    fallbacks = reranker.stats.snapshot()["fallbacks"]
+    assert (fallbacks["busy"], fallbacks["timeout"], fallbacks["overloaded"]) == (9, 2, 0)
+
+
+def test_concurrent_requests_for_one_user_start_one_call(fake_llm, make_reranker):
+    fake_llm.hold()
+    reranker = make_reranker("intent", budget_ms=50)
+    with ThreadPoolExecutor(10) as pool:  # as from the API's thread pool
+        statuses = list(pool.map(lambda n: reranker.rerank("uA", CANDIDATES, CTX, q=f"request {n}").status,
+                                 range(10)))
+    assert sorted(statuses) == ["busy"] * 9 + ["timeout"]
+    received(fake_llm, 1)
+
+
+def test_one_client_has_one_pending_call_whoever_it_asks_for(fake_llm, make_reranker):
+    fake_llm.hold()
+    reranker = make_reranker("intent", budget_ms=50)
+    assert reranker.rerank("u1", CANDIDATES, CTX, client="c1").status == "timeout"
+    assert_fallback(reranker.rerank("u2", CANDIDATES, CTX, client="c1"), "busy")
+    assert reranker.rerank("u2", CANDIDATES, CTX, client="c2").status == "timeout"
+    received(fake_llm, 2)
+
+
+def test_identical_requests_share_one_call_and_are_not_busy(fake_llm, make_reranker):
+    fake_llm.hold()
+    reranker = make_reranker("intent", budget_ms=50)
+    # the same user and request, from any client, joins the call in flight
+    for client in ("c1", "c1", "c2", None):
+        assert reranker.rerank("u1", CANDIDATES, CTX, q="funny", client=client).status == "timeout"
+    assert reranker.rerank("u1", CANDIDATES, CTX, q="scary", client="c3").status == "busy"
+    received(fake_llm, 1)
+
+
+def test_refresh_also_has_one_pending_call_per_user(fake_llm, make_reranker):
+    fake_llm.hold()
+    reranker = make_reranker("intent", budget_ms=50)
+    assert reranker.rerank("u1", CANDIDATES, CTX, q="funny", client="c1").status == "timeout"
+    assert_fallback(reranker.refresh("u1", CANDIDATES, CTX), "busy")
+    received(fake_llm, 1)
+
+
+@pytest.mark.parametrize("answer", [lambda fake: fake.answer(FUNNY_INTENT), lambda fake: fake.fail(500)],
+                         ids=["answered", "failed"])
+def test_the_slot_is_freed_when_the_call_ends(fake_llm, make_reranker, answer):
+    answer(fake_llm)
+    fake_llm.hold()
+    reranker = make_reranker("intent", budget_ms=50)
+    assert reranker.rerank("u1", CANDIDATES, CTX, q="funny", client="c1").status == "timeout"
+    assert reranker.rerank("u1", CANDIDATES, CTX, q="scary", client="c1").status == "busy"
+    received(fake_llm, 1)
+    fake_llm.release()
+
+    def new_call():  # busy until the first call has ended; then a call of its own
+        result = reranker.rerank("u1", CANDIDATES, CTX, q="scary", client="c1")
+        assert result.status != "busy"
+        return result
+
+    assert assert_eventually(new_call).status in ("timeout", "applied", "error")
+    received(fake_llm, 2)
+
+
+def test_new_calls_are_rate_limited_per_client(fake_llm, make_reranker):
+    fake_llm.answer(FUNNY_INTENT)
+    reranker = make_reranker("intent", llm_calls_per_minute=3)
+    for q in ("one", "two", "three"):
+        assert reranker.rerank("u1", CANDIDATES, CTX, q=q, client="c1").status == "applied"
+    assert reranker.rerank("u1", CANDIDATES, CTX, q="one", client="c1").status == "cached"  # free
+    assert_fallback(reranker.rerank("u1", CANDIDATES, CTX, q="four", client="c1"), "rate_limited")
+    assert_fallback(reranker.rerank("u2", CANDIDATES, CTX, client="c1"), "rate_limited")
+    assert len(fake_llm.received()) == 3
+    # another client is not limited, and its answer is then a cache hit for the limited one
+    assert reranker.rerank("u1", CANDIDATES, CTX, q="four", client="c2").status == "applied"
+    assert reranker.rerank("u1", CANDIDATES, CTX, q="four", client="c1").status == "cached"
+    # without a client (internal), the user is limited
+    for q in ("one", "two", "three"):
+        assert reranker.rerank("u3", CANDIDATES, CTX, q=q).status == "applied"
+    assert reranker.rerank("u3", CANDIDATES, CTX, q="four").status == "rate_limited"
+    assert len(fake_llm.received()) == 7
+    fallbacks = reranker.stats.snapshot()["fallbacks"]
+    assert fallbacks["rate_limited"] == 3 and sum(fallbacks.values()) == 3
+
+
+def test_no_rate_limit_when_zero(fake_llm, make_reranker):
+    fake_llm.answer(FUNNY_INTENT)
+    reranker = make_reranker("intent", llm_calls_per_minute=0)
+    for n in range(25):
+        assert reranker.rerank("u1", CANDIDATES, CTX, q=f"request {n}", client="c1").status == "applied"
 
 
 def test_refresh_fills_the_cache(fake_llm, make_reranker):

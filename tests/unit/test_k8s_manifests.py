@@ -159,7 +159,8 @@ def test_config_loads_with_every_containers_environment(config_file, settings):
     assert settings.spark.source == "kafka"
     assert settings.feast.online_store == "redis"
     assert settings.serving.host == "0.0.0.0"
-    assert not settings.serving.auth_token and not settings.llm.api_key, "secrets belong in the Secret"
+    assert not settings.auth.secret and not settings.llm.api_key, "secrets belong in the Secret"
+    assert settings.auth.enabled
     assert settings.llm.base_url and settings.llm.model
 
 

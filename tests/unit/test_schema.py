@@ -7,6 +7,7 @@ import pytest
 
 from streamrec import events as schema
 from streamrec.events import Event, InvalidEvent, parse_event
+from tests.helpers import BAD_IDS
 
 NOW_MS = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 EID = "6f1c2a9e-1b2c-4d3e-8f4a-0123456789ab"
@@ -38,7 +39,9 @@ GOOD = {
     "click with watch_seconds null": (with_(CLICK, watch_seconds=None), NOW_MS - 60_000),
     "context null": (with_(CLICK, context=None), NOW_MS - 60_000),
     "device of 64 chars": (with_(CLICK, device="d" * 64), NOW_MS - 60_000),
-    "non-ASCII ids": (with_(CLICK, user_id="usér-ü", item_id="電影"), NOW_MS - 60_000),
+    "namespaced ids": (with_(CLICK, user_id="tenant:a.b@c-d_e", item_id="ml:1193", session_id="s" * 128),
+                       NOW_MS - 60_000),
+    "free text in device and context": (with_(CLICK, device="tëlé 電", context={"q": "a\nb"}), NOW_MS - 60_000),
 }
 
 
@@ -119,6 +122,10 @@ BAD = {
     "watch_seconds a second over a day": (with_(WATCH, watch_seconds=86_400.001), "number_out_of_range", "24 h"),
     "watch_seconds on click": (with_(CLICK, watch_seconds=3), "unexpected_field", "watch_seconds"),
     "context a list": (with_(CLICK, context=["a"]), "wrong_type", "context: expected an object, got array"),
+    # ids the API could never serve (one rule: streamrec.ids)
+    **{f"user_id {name}": (with_(CLICK, user_id=value), reason, "user_id: ") for name, (value, reason) in BAD_IDS.items()},
+    "item_id with a space": (with_(CLICK, item_id="i 1"), "bad_id", "item_id: 'i 1' has ' '"),
+    "session_id with a slash": (with_(CLICK, session_id="s/1"), "bad_id", "session_id"),
 }
 
 
@@ -151,7 +158,7 @@ def test_unserialisable_mapping_is_not_json():
 CANONICAL = [
     CLICK,
     with_(WATCH, watch_seconds=7, context={"z": [1, {"b": None}], "a": "é", "n": 1e-7}),
-    with_(WATCH, user_id='quote" back\\ tab\t nul\u0000 é 電', device="tv\n", watch_seconds=5.0, context={"big": 1e21}),
+    with_(WATCH, device='quote" back\\ tab\t nul\u0000 é 電', watch_seconds=5.0, context={"big": 1e21, "s": "\n"}),
     with_(WATCH, watch_seconds=0.1, context={"b": [2.25, {"d": None, "c": -0.0}], "a": 10**30, "é": True}),
     # floats that msgspec writes unlike json: 1.5e-05 as 0.000015, 1e+16 as 1e16
     with_(WATCH, watch_seconds=1.5e-5, context={"big": 1e16}),
