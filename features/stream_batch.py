@@ -4,8 +4,10 @@ screening (dedup, lateness) and the shared fold. No Spark, no I/O: the sink does
 Each user's stored record is the ``UserState``; the event ids folded inside the watermark are
 kept apart, one row per event (``features.stream_state``), so a batch costs in proportion to its
 events, not to the users' history. The watermark is per user: the latest event time folded for
-that user minus ``lateness_ms``, judged in Kafka order (a user's events sit in one partition).
-An event behind it is not folded (its dedup record may be gone) but dead-lettered as
+that user minus ``lateness_ms``. A batch's events of a user are taken in event-time order (ties in
+Kafka order, so a replay is judged alike): a user's events that another client's partitioner, or
+no key, spread over several partitions are judged by when they happened, not by which partition
+was read first. An event behind it is not folded (its dedup record may be gone) but dead-lettered as
 ``late_event``; a duplicate inside it is dropped and counted. A user whose fold fails (``fold_users`` says why) keeps the stored
 record; that batch's accepted events of the user go to the DLQ as ``fold_error``, and every
 other user's update stands. Nothing the validator accepts can stop the job.
@@ -98,7 +100,7 @@ def parse_records(
 
 
 def screen(pending: Sequence[_Pending], seen: set[str], max_ms: int | None, lateness_ms: int) -> tuple[list, list, int]:
-    """Split a user's events (Kafka order) into (accepted, late) and count duplicates. ``seen``: the
+    """Split a user's events (in the order given) into (accepted, late) and count duplicates. ``seen``: the
     user's event ids folded before (it gains the accepted ones); ``max_ms``: the latest folded event time."""
     accepted, late, duplicates = [], [], 0
     for p in pending:
@@ -131,7 +133,9 @@ def fold_batch(
         state = UserState.from_json(record) if record is not None else UserState()
         if state.last_ts_ms is not None:
             horizons[user_id] = state.last_ts_ms - lateness_ms
-        accepted, late, dups = screen(pending, set(seen.get(user_id, ())), state.last_ts_ms, lateness_ms)
+        # sorted() is stable: equal event times keep their Kafka order.
+        in_time = sorted(pending, key=lambda p: p.event["ts_ms"])
+        accepted, late, dups = screen(in_time, set(seen.get(user_id, ())), state.last_ts_ms, lateness_ms)
         duplicates += dups
         for p, watermark in late:
             dead.append(DeadLetter(p.value, p.source, "late_event",

@@ -8,6 +8,9 @@ the state store gives each user the state from before that batch, so the replay 
 same rows; the online write overwrites them, the offline file of the batch id is replaced.
 The DLQ and the features topic (each updated user row, for the re-rank worker) are at least
 once: a replayed batch may resend; dead letters carry their ``source`` (topic/partition/offset).
+So the publish step, last, may be repeated alone: a producer that fails (an idempotent producer's
+fatal error is permanent, e.g. once a restarted broker no longer knows its producer id) is dropped
+and a new one sends the batch's rows again; a second failure fails the batch.
 
 Each batch appends one JSON line of stats (stage seconds, counts, freshness percentiles over
 every folded event) and feeds the same figures to the Prometheus metrics.
@@ -25,17 +28,17 @@ from typing import Callable
 
 import msgspec
 import numpy as np
+from confluent_kafka import KafkaException, Producer
 
 from features.offline import load_items
 from features.store import FeatureStoreClient
-from features.stream_batch import Folded, fold_batch, latest_only, parse_records
+from features.stream_batch import DeadLetter, Folded, fold_batch, latest_only, parse_records
 from features.stream_metrics import StreamMetrics
 from features.stream_state import StateStore
 from streamrec.config import Settings
-from streamrec.errors import UserError
 from streamrec.events import InvalidEvent
 from streams.kafka_util import LIBRDKAFKA_LOG, librdkafka_config
-from streams.producer import EventProducer
+from streams.producer import DeliveryError, EventProducer
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +54,27 @@ def feature_producer(cfg):
     """The features topic's producer: librdkafka, since kafka-python's send costs ~60 µs a row in Python
     (a batch publishes every updated user). Keys hash with murmur2 as Kafka's Java client and the
     SDK do, so a user's rows share a partition with the user's events."""
-    from confluent_kafka import Producer
-
     return Producer({**librdkafka_config(cfg), "partitioner": "murmur2_random", "enable.idempotence": True,
                      "acks": "all", "linger.ms": 5}, logger=LIBRDKAFKA_LOG)
+
+
+def feature_rows(columns: dict[str, list]) -> list[tuple[bytes, bytes]]:
+    """The features topic's records, (user id, JSON row), of a batch's updated users."""
+    names = list(columns)
+    rows = []
+    for row in zip(*columns.values()):
+        payload = dict(zip(names, row))
+        payload["event_timestamp"] = payload["last_event_ts_ms"]  # JSON-friendly
+        rows.append((payload["user_id"].encode("utf-8"), msgspec.json.encode(payload)))
+    return rows
+
+
+def _twice(send: Callable[[list], None], records: list) -> None:
+    try:
+        send(records)
+    except DeliveryError as e:  # the producer that failed is gone: a new one sends the records again
+        log.warning("%s; sending them again with a new producer", e)
+        send(records)
 
 
 class StreamSink:
@@ -125,22 +145,50 @@ class StreamSink:
 
     def _publish(self, folded: Folded) -> None:
         if folded.columns:
-            topic = self.settings.kafka.features_topic
-            names = list(folded.columns)
-            rows = zip(*folded.columns.values())
-            for row in rows:
-                payload = dict(zip(names, row))
-                payload["event_timestamp"] = payload["last_event_ts_ms"]  # JSON-friendly
-                self._features.produce(topic, msgspec.json.encode(payload), key=payload["user_id"].encode("utf-8"))
-                self._features.poll(0)
-            if self._features.flush(self.settings.kafka.request_timeout_ms / 1000):
-                raise UserError(f"could not publish feature rows to {topic} within kafka.request_timeout_ms")
+            _twice(self._send_features, feature_rows(folded.columns))
         if folded.dead:
-            if self._dlq is None:
-                self._dlq = EventProducer(self.settings, source="stream")
-            for d in folded.dead:
+            _twice(self._send_dead, folded.dead)
+
+    def _send_features(self, rows: list[tuple[bytes, bytes]]) -> None:
+        """Every (key, row) to the features topic; DeliveryError (the producer dropped) unless all are stored."""
+        if self._features is None:
+            self._features = feature_producer(self.settings.kafka)
+        topic, timeout_s = self.settings.kafka.features_topic, self.settings.kafka.request_timeout_ms / 1000
+        failed: list = []
+
+        def delivered(err, _msg) -> None:  # a fatal error fails every record with _FATAL
+            if err is not None:
+                failed.append(err)
+
+        try:
+            for key, value in rows:
+                self._features.produce(topic, value, key=key, on_delivery=delivered)
+                self._features.poll(0)
+            left = self._features.flush(timeout_s)
+        except KafkaException as e:  # produce() refuses once the producer has a fatal error
+            failed.append(e.args[0])
+            left = 0
+        if left or failed:
+            # Not reused: a fatal error is permanent, and after a broker restart librdkafka retries until
+            # message.timeout.ms (5 min) under a producer id the broker no longer knows. The next one resends.
+            self._features.purge()
+            self._features = None  # librdkafka's threads end with the last reference
+            raise DeliveryError(
+                f"{left} feature row(s) unacknowledged after {timeout_s}s (kafka.request_timeout_ms)" if left
+                else f"{len(failed)} feature row(s) not delivered to {topic}; first error: {failed[0]}")
+
+    def _send_dead(self, dead: list[DeadLetter]) -> None:
+        """Every dead letter to the DLQ; DeliveryError (the producer dropped) unless all are stored."""
+        if self._dlq is None:
+            self._dlq = EventProducer(self.settings, source="stream")
+        try:
+            for d in dead:
                 self._dlq.reject(d.value, InvalidEvent(d.reason, d.detail), where=d.source)
-            self._dlq.flush()
+            self._dlq.flush(self.settings.kafka.request_timeout_ms / 1000)
+        except DeliveryError:
+            self._dlq.discard()
+            self._dlq = None
+            raise
 
     def _report(self, batch_id: int, records: int, folded: Folded, stages: dict, visible_ms: float) -> None:
         event_age = visible_ms - folded.event_ms.astype(float)
@@ -178,8 +226,9 @@ class StreamSink:
         )
 
     def close(self) -> None:
-        self._features.flush(self.settings.kafka.request_timeout_ms / 1000)
-        self._features = None  # librdkafka's threads end with the last reference
+        if self._features is not None:
+            self._features.flush(self.settings.kafka.request_timeout_ms / 1000)
+            self._features = None  # librdkafka's threads end with the last reference
         if self._dlq is not None:
             self._dlq.close()
         if self.state is not None:

@@ -32,19 +32,30 @@ def _heartbeat_pid(path: Path) -> int | None:
 
 
 def stream_service(settings: Settings) -> Service:
+    """The stream job under ``infra.supervisor``: restarted with backoff after a crash or an outage."""
     from features.stream_job import StreamPaths
+    from infra import supervisor
 
     heartbeat = StreamPaths.of(settings).heartbeat
     svc = Service(
         name="stream",
-        argv=_cli("stream"),
+        argv=[],
         ready=lambda: False,
         data_dir=settings.data_path,
         env={"STREAMREC_DATA_DIR": str(settings.data_path)},
         start_timeout_s=300.0,  # a cold Spark start on 2 busy cores
+        supervised=True,
     )
-    # Ready once *this* process has started its query (a stale file from a killed run names another pid).
-    svc.ready = lambda: _heartbeat_pid(heartbeat) == process.running_pid(svc)
+    svc.argv = [sys.executable, "-m", "infra.supervisor", "--state", str(svc.state_file), "--log", str(svc.log_file),
+                "--", *_cli("stream")]
+
+    def ready() -> bool:
+        # Ready once this supervisor's current child has started its query (stale files name other pids).
+        state = supervisor.read_state(svc.state_file) or {}
+        child = state.get("child_pid")
+        return child is not None and state.get("pid") == process.running_pid(svc) and _heartbeat_pid(heartbeat) == child
+
+    svc.ready = ready
     return svc
 
 

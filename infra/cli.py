@@ -19,7 +19,14 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     report = stack.status(settings)
     for name, state in report.items():
         print(f"{name}: {state}")
-    return 0 if all(s != "stopped" for s in report.values()) else 1
+    return 0 if all(s.startswith(("running", "external")) for s in report.values()) else 1
+
+
+def _logs(args: argparse.Namespace, settings: Settings) -> int:
+    from infra import stack
+
+    stack.logs(settings, args.service, lines=args.lines, follow=args.follow)
+    return 0
 
 
 def _down(args: argparse.Namespace, settings: Settings) -> int:
@@ -35,5 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     up = isub.add_parser("up", help="start the embedded services and create topics (idempotent)")
     up.add_argument("--only", nargs="+", metavar="COMPONENT", help="start just these components")
     up.set_defaults(func=_up)
-    isub.add_parser("status", help="show each component; exit 1 if any is stopped").set_defaults(func=_status)
+    isub.add_parser("status", help="show each component; exit 1 if any is not running (stopped, failed, restarting)").set_defaults(func=_status)
     isub.add_parser("down", help="stop the embedded services").set_defaults(func=_down)
+    logs = isub.add_parser("logs", help="show the services' logs (<data>/log/<service>.log)")
+    logs.add_argument("service", nargs="*", metavar="SERVICE", help="these services only (default: all)")
+    logs.add_argument("-n", "--lines", type=int, default=20, help="lines of each log to show (default: 20)")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C")
+    logs.set_defaults(func=_logs)

@@ -25,6 +25,11 @@ class Service:
     data_dir: Path
     env: dict = field(default_factory=dict)
     start_timeout_s: float = 60.0
+    supervised: bool = False  # argv runs under infra.supervisor, which keeps ``state_file``
+
+    @property
+    def state_file(self) -> Path:
+        return self.data_dir / "run" / f"{self.name}.state.json"
 
     @property
     def pid_file(self) -> Path:

@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from infra import apps, broker, llm, process, redis
+from infra import apps, broker, llm, process, redis, supervisor
 from infra.process import Service
 from serving.model_server.server import model_server_service
 from streamrec.config import Settings
+from streamrec.errors import UserError
 from streams.kafka_util import ensure_topics
 
 
@@ -63,9 +64,43 @@ def status(settings: Settings) -> dict[str, str]:
         if not c.runs_here(settings):
             report[c.name] = "external"
             continue
-        pid = process.running_pid(c.service(settings))
-        report[c.name] = f"running (pid {pid})" if pid else "stopped"
+        svc = c.service(settings)
+        pid = process.running_pid(svc)
+        if svc.supervised:
+            report[c.name] = supervisor.describe(supervisor.read_state(svc.state_file), alive=pid is not None)
+        else:
+            report[c.name] = f"running (pid {pid})" if pid else "stopped"
     return report
+
+
+def logs(settings: Settings, names: list[str], lines: int = 20, follow: bool = False, echo=print,
+         poll_s: float = 0.5) -> None:
+    """The last ``lines`` of each named service's log (all when ``names`` is empty); ``follow``: then what is appended."""
+    import time
+
+    known = [c.name for c in COMPONENTS]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise UserError(f"no service {', '.join(unknown)}; the services: {', '.join(known)}")
+    files = {c.name: c.service(settings).log_file for c in COMPONENTS if not names or c.name in names}
+    offsets = {}
+    for name, path in files.items():
+        text = path.read_text(errors="replace") if path.exists() else ""
+        offsets[name] = len(text.encode())
+        echo(f"== {name} ({path})" + ("" if text else ": no log yet"))
+        for line in text.splitlines()[-lines:]:
+            echo(line)
+    while follow:
+        time.sleep(poll_s)
+        for name, path in files.items():
+            if not path.exists() or path.stat().st_size == offsets[name]:
+                continue
+            with path.open("rb") as f:
+                f.seek(offsets[name] if path.stat().st_size > offsets[name] else 0)  # a truncated log starts over
+                data = f.read()
+            offsets[name] = path.stat().st_size
+            for line in data.decode(errors="replace").splitlines():
+                echo(f"{name}: {line}" if len(files) > 1 else line)
 
 
 def down(settings: Settings, echo=print) -> None:

@@ -140,7 +140,7 @@ def show_tokens(settings: Settings, user: str) -> dict:
     print(f"   tokens (signed with {signer}; mint more: streamrec auth token --scope ... [--user ...]):")
     print(f"     recommend:any, the demo's own (reads every user): {service['Authorization'].removeprefix('Bearer ')}")
     print(f"     recommend:read for {user} only: {viewer.removeprefix('Bearer ')}")
-    print(f"     try: curl -H '{viewer}' 'http://127.0.0.1:{settings.serving.port}/recommend?user_id={user}&k=5'")
+    print(f"     try: curl -H 'Authorization: {viewer}' 'http://127.0.0.1:{settings.serving.port}/recommend?user_id={user}&k=5'")
     return service
 
 

@@ -7,6 +7,7 @@ original bytes and headers ``reason``, ``detail`` and ``source``.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from typing import Mapping, NamedTuple
 
@@ -33,7 +34,12 @@ DLQ_VALUE_LIMIT = 900_000
 
 
 class DeliveryError(UserError):
-    """The broker did not take records that were handed to the producer."""
+    """The broker did not take records that were handed to the producer.
+
+    The producer may be unusable from then on: an idempotent one stays in a fatal state once the broker
+    forgets its producer id (a restarted embedded broker forgets everything). A long-lived caller
+    ``discard``s it and opens a new one.
+    """
 
 
 class Outcome(NamedTuple):
@@ -45,8 +51,12 @@ class Outcome(NamedTuple):
 
 
 def producer_options(cfg: KafkaConfig) -> dict:
-    """kafka-python producer options shared by the SDK and the ingest benchmark; client_options override."""
-    return {**TUNING, "request_timeout_ms": cfg.request_timeout_ms, **client_options(cfg)}
+    """kafka-python producer options shared by the SDK and the ingest benchmark; client_options override.
+
+    Finding the broker (at start) and a topic's metadata (on a send) wait no longer than a request:
+    a caller replacing a failed producer learns within that time that the broker is still away."""
+    wait = cfg.request_timeout_ms
+    return {**TUNING, "request_timeout_ms": wait, "bootstrap_timeout_ms": wait, "max_block_ms": wait, **client_options(cfg)}
 
 
 def open_kafka_producer(cfg: KafkaConfig, **overrides) -> KafkaProducer:
@@ -105,8 +115,13 @@ class EventProducer:
 
     def __init__(self, settings: Settings, *, source: str = "sdk", **producer_overrides):
         cfg = settings.kafka
-        ensure_topics(cfg)
+        # The producer first: with no broker it gives up within kafka.request_timeout_ms, the admin client after 30 s.
         self._producer = open_kafka_producer(cfg, **producer_overrides)
+        try:
+            ensure_topics(cfg)
+        except BaseException:
+            self._producer.close()
+            raise
         self._topic = cfg.events_topic
         self._dlq_topic = cfg.dlq_topic
         self._max_bytes = settings.ingest.max_event_bytes
@@ -133,17 +148,12 @@ class EventProducer:
 
     def publish(self, event: Event) -> Outcome:
         """Publish an already validated event, canonically, keyed by its user."""
-        if self._failures:
-            self._raise_failures()
-        future = self._producer.send(self._topic, event.to_json_bytes(), key=event.user_id.encode())
-        future.add_errback(self._on_failure)
+        future = self._send(self._topic, event.to_json_bytes(), key=event.user_id.encode())
         self.accepted += 1
         return Outcome(True, event, None, None, future)
 
     def reject(self, raw: bytes | str | Mapping, error: InvalidEvent, *, where: str | None = None) -> Outcome:
         """Send ``raw`` as it came to the DLQ, with why it was refused."""
-        if self._failures:
-            self._raise_failures()
         detail = f"{where}: {error.detail}" if where else error.detail
         try:
             value = as_bytes(raw)
@@ -157,11 +167,20 @@ class EventProducer:
         if len(value) > DLQ_VALUE_LIMIT:
             headers.append(("truncated_from", str(len(value)).encode("ascii")))
             value = value[:DLQ_VALUE_LIMIT]
-        future = self._producer.send(self._dlq_topic, value, headers=headers)
-        future.add_errback(self._on_failure)
+        future = self._send(self._dlq_topic, value, headers=headers)
         self.rejected += 1
         self.reasons[error.reason] += 1
         return Outcome(False, None, error.reason, detail, future)
+
+    def _send(self, topic: str, value: bytes, **kwargs) -> FutureRecordMetadata:
+        if self._failures:
+            self._raise_failures()
+        try:
+            future = self._producer.send(topic, value, **kwargs)
+        except KafkaTimeoutError as e:  # no metadata for the topic within max_block_ms
+            raise DeliveryError(str(e)) from None
+        future.add_errback(self._on_failure)
+        return future
 
     def flush(self, timeout_s: float | None = None) -> None:
         """Wait until every record sent so far is acknowledged; raise ``DeliveryError`` if any failed."""
@@ -177,6 +196,13 @@ class EventProducer:
             self.flush()
         finally:
             self._producer.close()
+
+    def discard(self) -> None:
+        """Close without waiting, for a producer that failed and is being replaced: what it still holds
+        is delivered or fails in the background (within ``delivery_timeout_ms``), unreported."""
+        # kafka-python's close(timeout=0) still flushes first and raises while records are pending,
+        # leaving the producer's thread running: the waiting close runs on a thread of its own.
+        threading.Thread(target=self._producer.close, name="discard-producer", daemon=True).start()
 
     def __enter__(self) -> EventProducer:
         return self

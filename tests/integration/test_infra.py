@@ -43,6 +43,12 @@ def test_up_status_down(env, capsys):
     assert main(["infra", "status"]) == 0
     assert f"broker: running (pid {pid})" in capsys.readouterr().out
 
+    assert main(["infra", "logs", "broker", "-n", "3"]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith(f"== broker ({broker.broker_service(env).log_file})") and len(shown.splitlines()) <= 4
+    assert main(["infra", "logs", "kafka"]) == 2
+    assert "no service kafka; the services: broker" in capsys.readouterr().err
+
     assert main(["infra", "down"]) == 0
     assert process.running_pid(broker.broker_service(env)) is None
     assert main(["infra", "status"]) == 1
@@ -63,3 +69,51 @@ def test_port_taken_gives_clear_error(env):
 def test_remote_cluster_is_not_started(tmp_path):
     settings = load_settings(environ={"STREAMREC_KAFKA__BOOTSTRAP_SERVERS": "kafka-0.prod:9092,kafka-1.prod:9092"})
     assert not broker.is_embedded(settings)
+
+
+def test_a_stream_job_that_cannot_run_is_reported_failed_not_running(tmp_path, monkeypatch, capsys):
+    """`infra up` once printed `running` with rc 0 for a job that then died; now the job runs under the
+    supervisor: a job that fails for good fails `infra up`, and `infra status` says why."""
+    from features.stream_job import default_catalog
+    from infra import apps
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.setenv("STREAMREC_DATA_DIR", str(tmp_path))
+        monkeypatch.setenv("STREAMREC_SPARK__METRICS_PORT", str(taken.getsockname()[1]))
+        settings = load_settings()
+        default_catalog(settings).parent.mkdir(parents=True, exist_ok=True)
+        default_catalog(settings).write_text("")
+        monkeypatch.setattr("infra.stack.COMPONENTS", (stack.Component("stream", apps.stream_service),))
+        assert main(["infra", "up"]) == 2
+        assert "stream exited with code 2 while starting" in capsys.readouterr().err
+        assert main(["infra", "status"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("stream: failed (exit 2); last error:") and "Address already in use" in out
+
+
+def test_logs_follow_prints_what_is_appended(env):
+    import threading
+
+    log = broker.broker_service(env).log_file
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("old line\n")
+    seen: list[str] = []
+
+    class Enough(Exception):
+        pass
+
+    def echo(line: str) -> None:
+        seen.append(line)
+        if line == "new line":
+            raise Enough
+
+    def append_later():
+        with log.open("a") as f:
+            f.write("new line\n")
+
+    threading.Timer(0.3, append_later).start()
+    with pytest.raises(Enough):
+        stack.logs(env, ["broker"], follow=True, echo=echo, poll_s=0.05)
+    assert seen[1:] == ["old line", "new line"]

@@ -3,6 +3,7 @@ however the events are batched, ordered, duplicated or delayed; a user whose fol
 dead-lettered while the others update."""
 from __future__ import annotations
 
+import json
 import math
 import uuid
 
@@ -150,3 +151,22 @@ def test_dead_letter_keeps_the_original_bytes():
     parsed = parse_records([b"{not json", None], ["t", "t"], [0, 1], [5, 6], [1, 2], max_bytes=1000, max_future_skew_s=300)
     assert parsed.invalid == [DeadLetter(b"{not json", "t/0/5", "not_json", parsed.invalid[0].detail),
                               DeadLetter(b"", "t/1/6", parsed.invalid[1].reason, parsed.invalid[1].detail)]
+
+
+def test_a_users_events_over_several_partitions_are_judged_by_event_time():
+    """Twelve events sent in time order, 2.5 min apart, landing round-robin on 4 partitions (another
+    client's partitioner, or no key): read partition by partition, the later ones come first. In
+    Kafka order 3 were dead-lettered as late; in event-time order none is."""
+    from features.stream_batch import parse_records
+
+    t = 1_700_000_000_000
+    log = [{"event_id": str(uuid.UUID(int=n + 1)), "event_type": "click", "user_id": "u1", "item_id": "a",
+            "ts": t + n * 150_000, "device": "tv", "session_id": "s"} for n in range(12)]
+    values = [json.dumps(e).encode() for e in log]
+    partitions = [n % 4 for n in range(12)]
+    offsets = [n // 4 for n in range(12)]
+    parsed = parse_records(values, ["t"] * 12, partitions, offsets, [t + 3_600_000] * 12, max_bytes=1000,
+                           max_future_skew_s=300)
+    folded = fold_batch(parsed, {}, {}, {}, CFG, LATENESS_MS)
+    assert folded.count("late_event") == 0
+    assert UserState.from_json(folded.records["u1"]).events_total == 12
