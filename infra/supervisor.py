@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,7 +29,8 @@ FIRST_BACKOFF_S, MAX_BACKOFF_S = 1.0, 60.0
 STABLE_RUN_S = 300.0  # a run this long resets the backoff
 CRASH_LOOP_RESTARTS, CRASH_LOOP_WINDOW_S = 3, 600.0
 STOP_GRACE_S = 8.0  # below infra.process.stop's 10 s, so the child is gone before the supervisor is killed
-LOG_LINES = 15
+LOG_LINES = 3
+_ERROR = re.compile(r"error|exception|traceback", re.IGNORECASE)
 
 
 def backoff_s(failures_in_a_row: int) -> float:
@@ -61,7 +63,7 @@ def describe(state: dict | None, alive: bool) -> str:
     restarts = state.get("restarts", 0)
     if state.get("state") == "running":
         loop = " - crash loop" if state.get("crash_loop") else ""
-        after = f", {restarts} restart(s){loop}{error}" if restarts else ""
+        after = f", {restarts} restart(s), last exit {state.get('last_exit')}{loop}" if restarts else ""
         return f"running (pid {state.get('child_pid')}{after})"
     return f"restarting in {state.get('retry_in_s', 0):.0f}s after exit {state.get('last_exit')} " \
            f"({restarts} restart(s){' - crash loop' if state.get('crash_loop') else ''}){error}"
@@ -75,13 +77,17 @@ def read_state(path: Path) -> dict | None:
 
 
 def _log_tail(log: Path | None) -> str:
+    """What the log says went wrong: its last lines naming an error, else its last lines (a few, cut short)."""
     if log is None:
         return ""
     try:
-        lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+        with log.open("rb") as f:
+            f.seek(max(f.seek(0, os.SEEK_END) - 64_000, 0))
+            lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return ""
-    return " | ".join(lines[-LOG_LINES:])[-2000:]
+    errors = [ln for ln in lines if _ERROR.search(ln)]
+    return " | ".join((errors or lines)[-LOG_LINES:])[-600:]
 
 
 class Supervisor:

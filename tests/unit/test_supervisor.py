@@ -32,6 +32,8 @@ def test_three_restarts_in_ten_minutes_are_a_crash_loop():
 def test_status_lines():
     assert describe(None, alive=False) == "stopped"
     assert describe({"state": "running", "child_pid": 7, "restarts": 0}, alive=True) == "running (pid 7)"
+    again = {"state": "running", "child_pid": 8, "restarts": 1, "last_exit": -9, "last_error": "WARN slow"}
+    assert describe(again, alive=True) == "running (pid 8, 1 restart(s), last exit -9)"
     failed = describe({"state": "failed", "last_exit": 2, "last_error": "DataLossError: events[0] ..."}, alive=False)
     assert failed == "failed (exit 2); last error: DataLossError: events[0] ..."
     looping = describe({"state": "restarting", "last_exit": 1, "retry_in_s": 4, "restarts": 3, "crash_loop": True,
@@ -72,11 +74,14 @@ def test_a_crashing_job_is_restarted_until_it_stays_up_then_stopped_with_the_sup
 
 
 def test_a_user_error_is_not_retried_and_says_why(tmp_path):
-    script = "import sys; print('offsets disagree with the checkpoint: resume with --reset', flush=True); sys.exit(2)"
+    script = ("import sys; print('WARN noise', flush=True); "
+              "print('streamrec stream: error: offsets disagree with the checkpoint', flush=True); "
+              "print('WARN more noise', flush=True); sys.exit(2)")
     proc, state = _supervise(tmp_path, script)
     assert proc.wait(timeout=20) == 2
     s = read_state(state)
-    assert s["state"] == "failed" and s["restarts"] == 0 and "offsets disagree" in s["last_error"]
+    assert s["state"] == "failed" and s["restarts"] == 0
+    assert s["last_error"] == "streamrec stream: error: offsets disagree with the checkpoint"  # the error, not the noise
     assert describe(s, alive=False).startswith("failed (exit 2)")
 
 
