@@ -62,11 +62,19 @@ def running_pid(svc: Service) -> int | None:
     return pid if _alive(pid) else None
 
 
-def log_tail(svc: Service, lines: int = 20) -> str:
+def tail_lines(path: Path, lines: int, max_bytes: int = 64_000) -> list[str]:
+    """The last ``lines`` non-blank lines of ``path``, reading only its last ``max_bytes`` (logs grow large)."""
     try:
-        return "\n".join(svc.log_file.read_text(errors="replace").splitlines()[-lines:])
+        with path.open("rb") as f:
+            f.seek(max(f.seek(0, os.SEEK_END) - max_bytes, 0))
+            text = f.read().decode(errors="replace")
     except OSError:
-        return "(no log)"
+        return []
+    return [ln for ln in text.splitlines() if ln.strip()][-lines:]
+
+
+def log_tail(svc: Service, lines: int = 20) -> str:
+    return "\n".join(tail_lines(svc.log_file, lines)) or "(no log)"
 
 
 def start(svc: Service) -> int:

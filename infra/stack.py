@@ -85,20 +85,20 @@ def logs(settings: Settings, names: list[str], lines: int = 20, follow: bool = F
     files = {c.name: c.service(settings).log_file for c in COMPONENTS if not names or c.name in names}
     offsets = {}
     for name, path in files.items():
-        text = path.read_text(errors="replace") if path.exists() else ""
-        offsets[name] = len(text.encode())
-        echo(f"== {name} ({path})" + ("" if text else ": no log yet"))
-        for line in text.splitlines()[-lines:]:
+        offsets[name] = path.stat().st_size if path.exists() else 0
+        echo(f"== {name} ({path})" + ("" if offsets[name] else ": no log yet"))
+        for line in process.tail_lines(path, lines):
             echo(line)
     while follow:
         time.sleep(poll_s)
         for name, path in files.items():
-            if not path.exists() or path.stat().st_size == offsets[name]:
+            size = path.stat().st_size if path.exists() else offsets[name]
+            if size == offsets[name]:
                 continue
             with path.open("rb") as f:
-                f.seek(offsets[name] if path.stat().st_size > offsets[name] else 0)  # a truncated log starts over
+                f.seek(offsets[name] if size > offsets[name] else 0)  # a truncated log starts over
                 data = f.read()
-            offsets[name] = path.stat().st_size
+                offsets[name] = f.tell()
             for line in data.decode(errors="replace").splitlines():
                 echo(f"{name}: {line}" if len(files) > 1 else line)
 

@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from infra.process import tail_lines
+
 USER_ERROR_EXIT = 2  # streamrec.cli's exit code for a UserError
 FIRST_BACKOFF_S, MAX_BACKOFF_S = 1.0, 60.0
 STABLE_RUN_S = 300.0  # a run this long resets the backoff
@@ -78,14 +80,7 @@ def read_state(path: Path) -> dict | None:
 
 def _log_tail(log: Path | None) -> str:
     """What the log says went wrong: its last lines naming an error, else its last lines (a few, cut short)."""
-    if log is None:
-        return ""
-    try:
-        with log.open("rb") as f:
-            f.seek(max(f.seek(0, os.SEEK_END) - 64_000, 0))
-            lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return ""
+    lines = [] if log is None else [ln.strip() for ln in tail_lines(log, 1000)]
     errors = [ln for ln in lines if _ERROR.search(ln)]
     return " | ".join((errors or lines)[-LOG_LINES:])[-600:]
 

@@ -224,13 +224,9 @@ def _string(obj: dict, name: str) -> str:
 
 
 def _id(obj: dict, name: str) -> str:
-    value = obj[name]
-    if type(value) is not str:
-        raise InvalidEvent("wrong_type", f"{name}: expected a string, got {_got(value)}")
+    value = _string(obj, name)
     problem = id_problem(value)
     if problem is not None:
-        if not value:
-            raise InvalidEvent("empty_value", f"{name}: must not be empty")
         raise InvalidEvent("too_long" if len(value) > MAX_ID_CHARS else "bad_id", f"{name}: {_show(value)} {problem}")
     return value
 
