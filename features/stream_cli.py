@@ -11,6 +11,11 @@ from streamrec.config import Settings
 def _stream(args: argparse.Namespace, settings: Settings) -> int:
     from features import stream_job
 
+    if args.reset_offsets:
+        from features.stream_reset import reset_offsets
+
+        reset_offsets(settings, args.reset_offsets)
+        return 0
     if args.stats:
         summary = stream_job.summarize_stats(stream_job.StreamPaths.of(settings).stats, last=args.last)
     else:
@@ -25,4 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--catalog", help="items.jsonl for item genres/durations (default: <data_dir>/world/items.jsonl)")
     p.add_argument("--stats", action="store_true", help="print freshness percentiles, counts and consumer lag, then exit")
     p.add_argument("--last", type=int, help="with --stats: only the last N batches")
+    p.add_argument("--reset-offsets", choices=("earliest", "latest"),
+                   help="after the job stopped because the topic no longer matches its checkpoint: resume from the "
+                        "topic's earliest or latest offsets, keeping the per-user state (the job must be stopped)")
     p.set_defaults(func=_stream)

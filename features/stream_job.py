@@ -52,6 +52,8 @@ def duration_ms(text: str) -> int:
     return int(float(m.group(1)) * _UNIT_MS[unit])
 
 
+KILL_SWITCH_ENV = "FAULT_INJECT_KILL_AFTER_SINK"  # fault injection (see features.stream_sink); not a STREAMREC_ setting
+
 # Spark ends Python workers idle for a minute; an idle job keeps one warm (see warm_python_workers).
 WARM_EVERY_S = 30.0
 
@@ -75,17 +77,34 @@ class StreamPaths:
         """The per-user state store: inside the checkpoint, so it is reset with the offsets."""
         return self.checkpoint / "user-state"
 
+    @property
+    def fingerprints(self) -> Path:
+        """The last records read per partition (``streams.kafka_source.Fingerprints``)."""
+        return self.checkpoint / "fingerprints.json"
+
+    @property
+    def run_file(self) -> Path:
+        """Written by ``--reset-offsets``: this checkpoint's epoch and the offsets it starts from."""
+        return self.checkpoint / "run.json"
+
+    def run_info(self) -> dict:
+        """``{"epoch": n, "starting_offsets": {...} | None}``; epoch 0 for a checkpoint never reset."""
+        try:
+            return {"epoch": 0, "starting_offsets": None, **json.loads(self.run_file.read_text())}
+        except FileNotFoundError:
+            return {"epoch": 0, "starting_offsets": None}
+
 
 def default_catalog(settings: Settings) -> Path:
     return settings.data_path / "world" / "items.jsonl"
 
 
-def start_query(spark, settings: Settings, sink, *, available_now: bool, starting_offsets: str = "earliest",
-                checkpoint: Path | None = None, name: str = "streamrec_features"):
+def start_query(spark, settings: Settings, sink, *, available_now: bool, starting_offsets: str | dict = "earliest",
+                checkpoint: Path | None = None, fingerprints: Path | None = None, name: str = "streamrec_features"):
     from streams.spark_session import kafka_stream
 
     writer = (
-        kafka_stream(spark, settings, starting_offsets=starting_offsets)
+        kafka_stream(spark, settings, starting_offsets=starting_offsets, fingerprint_file=fingerprints)
         .writeStream.queryName(name)
         .option("checkpointLocation", str(checkpoint or StreamPaths.of(settings).checkpoint))
         .foreachBatch(sink)
@@ -106,7 +125,40 @@ def open_sink(settings: Settings, *, catalog: Path | None = None, floor: bool = 
     FeatureStoreClient(settings).apply()
     return StreamSink(
         settings, paths.stats, catalog, state_path=None if floor else paths.state,
+        fingerprints=None if floor else paths.fingerprints, epoch=paths.run_info()["epoch"],
+        kill_switch=Path(os.environ[KILL_SWITCH_ENV]) if os.environ.get(KILL_SWITCH_ENV) else None,
         lateness_ms=duration_ms(settings.spark.watermark), metrics=metrics, echo=echo, on_batch=on_batch,
+    )
+
+
+class BrokerUnreachable(RuntimeError):
+    """Not a ``UserError``: an outage ends, so the supervisor restarts the job (with backoff) until it does."""
+
+
+CHECK_ATTEMPTS, CHECK_WAIT_S = 3, 5.0  # a broker just restarted may still be loading its data
+
+
+def check_offsets(settings: Settings, echo=print, attempts: int = CHECK_ATTEMPTS, wait_s: float = CHECK_WAIT_S) -> None:
+    """Before the job resumes: the last records it read must still be where it read them, else
+    ``OffsetMismatchError`` naming them and the way to resume (see ``features.stream_reset``)."""
+    from kafka.errors import KafkaError
+
+    from streams.kafka_source import RESUME_HINT, Fingerprints, OffsetMismatchError, verify_fingerprints
+
+    known = Fingerprints(StreamPaths.of(settings).fingerprints).load()
+    for attempt in range(1, attempts + 1):
+        try:
+            problems = verify_fingerprints(settings.kafka, known)
+        except (UserError, KafkaError) as e:
+            raise BrokerUnreachable(f"cannot check the offsets against the broker yet: {e}") from e
+        if not problems:
+            return
+        if attempt < attempts:
+            echo(f"stream: offsets do not match the checkpoint yet ({problems[0]}); checking again in {wait_s:g}s")
+            time.sleep(wait_s)
+    raise OffsetMismatchError(
+        "the topic no longer holds what this stream read (recreated, or the broker lost data):\n  "
+        + "\n  ".join(problems) + f"\n{RESUME_HINT}"
     )
 
 
@@ -137,11 +189,13 @@ def run(settings: Settings, *, catalog: Path | None = None, available_now: bool 
     from streams.spark_session import get_spark, warm_python_workers
 
     paths = StreamPaths.of(settings)
+    check_offsets(settings, echo=echo)
     metrics = StreamMetrics()
     server = metrics.serve(settings.spark.metrics_port) if settings.spark.metrics_port and not available_now else None
     sink = open_sink(settings, catalog=catalog, echo=echo, metrics=metrics)
     spark = get_spark(settings)
-    query = start_query(spark, settings, sink, available_now=available_now)
+    query = start_query(spark, settings, sink, available_now=available_now,
+                        starting_offsets=paths.run_info()["starting_offsets"] or "earliest", fingerprints=paths.fingerprints)
     echo(f"stream: query {query.id} running; checkpoint {paths.checkpoint}; stats {paths.stats}"
          + (f"; metrics http://127.0.0.1:{settings.spark.metrics_port}/metrics" if server else ""))
     paths.heartbeat.write_text(f"{os.getpid()} {query.id}")
@@ -159,7 +213,7 @@ def run(settings: Settings, *, catalog: Path | None = None, available_now: bool 
                     f.write(json.dumps({"progress_at": time.time(), "lag": sum(lag.values()),
                                         "lag_by_partition": {f"{t}/{p}": n for (t, p), n in sorted(lag.items())}}) + "\n")
         if query.exception():
-            raise query.exception()
+            raise _final_error(query.exception()) or query.exception()
     except KeyboardInterrupt:
         query.stop()
     finally:
@@ -168,6 +222,18 @@ def run(settings: Settings, *, catalog: Path | None = None, available_now: bool 
         if server is not None:
             server.shutdown()
     return summarize_stats(paths.stats)
+
+
+def _final_error(error: Exception) -> Exception | None:
+    """A failure a restart cannot cure, found in Spark's wrapper around a source error: the offset
+    mismatch (other errors restart the job, whose ``check_offsets`` then decides)."""
+    from streams.kafka_source import OffsetMismatchError
+
+    marker = f"{OffsetMismatchError.__name__}: "
+    text = str(error)
+    if marker not in text:
+        return None
+    return OffsetMismatchError(text[text.rindex(marker) + len(marker):].split("\n")[0].strip())
 
 
 def _read_stats(path: Path) -> tuple[dict[int, dict], dict]:

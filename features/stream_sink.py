@@ -12,6 +12,10 @@ So the publish step, last, may be repeated alone: a producer that fails (an idem
 fatal error is permanent, e.g. once a restarted broker no longer knows its producer id) is dropped
 and a new one sends the batch's rows again; a second failure fails the batch.
 
+With ``kill_switch`` (a path; ``FAULT_INJECT_KILL_AFTER_SINK``), the job kills itself with
+SIGKILL after the next batch with records once that file exists (removing it first): the fault
+suite's crash between a finished sink and Spark's commit.
+
 Each batch appends one JSON line of stats (stage seconds, counts, freshness percentiles over
 every folded event) and feeds the same figures to the Prometheus metrics.
 """
@@ -20,6 +24,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
+import signal
 import time
 from collections import Counter
 from datetime import datetime, timezone
@@ -37,6 +43,7 @@ from features.stream_metrics import StreamMetrics
 from features.stream_state import StateStore
 from streamrec.config import Settings
 from streamrec.events import InvalidEvent
+from streams.kafka_source import Fingerprints, last_fingerprints
 from streams.kafka_util import LIBRDKAFKA_LOG, librdkafka_config
 from streams.producer import DeliveryError, EventProducer
 
@@ -83,11 +90,14 @@ class StreamSink:
     ``on_batch(stats, event_age_ms)`` receives every batch's figures (the benchmark uses it)."""
 
     def __init__(self, settings: Settings, stats_path: Path, catalog: Path, *, state_path: Path | None,
-                 lateness_ms: int, metrics: StreamMetrics | None = None, echo=print,
-                 on_batch: Callable[[dict, np.ndarray], None] | None = None):
+                 lateness_ms: int, fingerprints: Path | None = None, epoch: int = 0, metrics: StreamMetrics | None = None,
+                 echo=print, on_batch: Callable[[dict, np.ndarray], None] | None = None, kill_switch: Path | None = None):
         self.settings = settings
         self.store = FeatureStoreClient(settings)
         self.state = StateStore(state_path) if state_path is not None else None
+        self.fingerprints = Fingerprints(fingerprints) if fingerprints is not None else None
+        self.epoch = epoch  # > 0 after --reset-offsets: batch ids start again at 0, offline files must not collide
+        self.kill_switch = kill_switch
         self.catalog = load_items(catalog)
         self.lateness_ms = lateness_ms
         self.stats_path = stats_path
@@ -134,14 +144,20 @@ class StreamSink:
         lap("online")
         if self.state is not None:  # every batch, even one that changed nobody: the store follows the batch ids
             self.state.save(batch_id, folded.records, folded.folded_ids, folded.horizons)
+        if self.fingerprints is not None:  # what the next batch's source and a restarted job check
+            self.fingerprints.add(last_fingerprints(table))
         lap("state_write")
         if folded.columns:
-            self.store.log_session_offline(folded.columns, batch_id)
+            self.store.log_session_offline(folded.columns, f"e{self.epoch}-{batch_id}" if self.epoch else batch_id)
         lap("offline")
         self._publish(folded)
         lap("publish")
         self._report(batch_id, parsed.records, folded, stages, visible_ms)
         self.last_batch_at = time.monotonic()
+        if self.kill_switch is not None and parsed.records and self.kill_switch.exists():
+            # Fault injection (the fault suite): the batch fully written, Spark's commit not yet.
+            self.kill_switch.unlink()
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def _publish(self, folded: Folded) -> None:
         if folded.columns:

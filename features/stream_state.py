@@ -7,7 +7,9 @@ one file of what it changed (``batch-<id>.arrow``: the updated users' records an
 ids it folded), and every ``snapshot_every`` batches the whole state goes to
 ``snapshot-<id>.arrow``. Batch N always starts from the state after batch N-1: the memory
 when it holds exactly that, else the latest snapshot before N plus the later changelog
-files. Living in the checkpoint dir, the state is reset together with the offsets.
+files. Living in the checkpoint dir, the state is reset together with the offsets; when only the
+offsets are reset (``streamrec stream --reset-offsets``), ``write_base`` carries the state over as
+``base.arrow``, the state before batch 0 of the new checkpoint.
 
 The event ids folded inside each user's watermark (for dedup) are kept per user; a batch
 forgets a user's ids older than the user's watermark *before* the batch, which no decision
@@ -30,6 +32,7 @@ import pyarrow.ipc as ipc
 from streamrec.errors import UserError
 
 _FILE = re.compile(r"^(batch|snapshot)-(\d+)\.arrow$")
+BASE = "base.arrow"
 _SCHEMA = pa.schema([
     ("user_id", pa.string()), ("record", pa.binary()),  # a user's record (event_id null)
     ("event_id", pa.string()), ("ts", pa.int64()),  # or a folded event (record null)
@@ -79,6 +82,15 @@ class StateStore:
         if batch_id % self.snapshot_every == 0 and batch_id > 0:
             self._snapshot(batch_id)
 
+    def write_base(self, directory: Path) -> int:
+        """Write the newest state as the base of a new store in ``directory``; returns the users it holds."""
+        files = self._files()
+        self._at(max([*files["batch"], *files["snapshot"]], default=-1))
+        directory.mkdir(parents=True, exist_ok=True)
+        pairs = [(u, e, ts) for u, ids in self._seen.items() for e, ts in ids.items()]
+        StateStore(directory)._write(BASE, _table(self._records, pairs, {}))
+        return len(self._records)
+
     def close(self) -> None:
         self._records.clear()
         self._seen.clear()
@@ -110,6 +122,8 @@ class StateStore:
         self._records, self._seen = {}, {}
         if base is not None:
             self._apply(_read(files["snapshot"][base]))
+        elif (self.dir / BASE).is_file():
+            self._apply(_read(self.dir / BASE))
         for n in sorted(n for n in files["batch"] if (base is None or n > base) and n <= version):
             self._apply(_read(files["batch"][n]))
         self._version = version

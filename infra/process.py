@@ -25,6 +25,7 @@ class Service:
     data_dir: Path
     env: dict = field(default_factory=dict)
     start_timeout_s: float = 60.0
+    stop_timeout_s: float = 10.0  # from TERM to KILL: longer for a service that saves its data on TERM
     supervised: bool = False  # argv runs under infra.supervisor, which keeps ``state_file``
 
     @property
@@ -106,14 +107,14 @@ def start(svc: Service) -> int:
     raise UserError(f"{svc.name} did not become ready within {svc.start_timeout_s:.0f}s; log {svc.log_file}:\n{log_tail(svc)}")
 
 
-def stop(svc: Service, timeout_s: float = 10.0) -> bool:
-    """Stop ``svc`` by its pid file (TERM, then KILL); True if it was running."""
+def stop(svc: Service, timeout_s: float | None = None) -> bool:
+    """Stop ``svc`` by its pid file (TERM, then KILL after ``timeout_s``, by default the service's); True if it was running."""
     pid = running_pid(svc)
     svc.pid_file.unlink(missing_ok=True)
     if pid is None:
         return False
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + (svc.stop_timeout_s if timeout_s is None else timeout_s)
     while _alive(pid):
         if time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 import httpx
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from streamrec.auth import AuthError, Principal
 from streamrec.http_auth import HttpAuth, http_error
-from streamrec.http_errors import documented, error
+from streamrec.http_errors import documented
 from streamrec.http_limits import MAX_QUERY_BYTES, QueryLimit
 from streamrec.ids import ID_PATTERN, MAX_ID_CHARS
 from streamrec.vocabulary import DEVICES
@@ -100,13 +100,9 @@ def create_app(settings: Settings, *, with_worker: bool = False, worker_group: s
     app.add_middleware(QueryLimit)
     auth = HttpAuth(settings)
 
-    @app.exception_handler(FeatureStoreUnavailable)
-    async def _store_down(request: Request, exc: FeatureStoreUnavailable) -> JSONResponse:
-        return error(503, str(exc))
-
     @app.get("/recommend", response_model=Recommendation,
              responses={**auth.responses(), **documented(
-                 e414=f"a query string over {MAX_QUERY_BYTES} bytes", e503="the feature store cannot be read")})
+                 e414=f"a query string over {MAX_QUERY_BYTES} bytes")})
     def recommend(
         user_id: str = Query(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN,
                              description="the viewer; an unknown one gets the cold-start path"),

@@ -111,7 +111,7 @@ class Recommendation:
     model: ModelInfo | None  # None when the list was not scored by the model
     timings_ms: dict[str, float]  # STAGES
     rerank: RerankInfo
-    fallbacks: list[str]  # cold_start, model_unavailable, model_error, rerank_<status>
+    fallbacks: list[str]  # cold_start, features_unavailable, model_unavailable, model_error, rerank_<status>
 
 
 # ---------------------------------------------------------------- the stages
@@ -252,11 +252,14 @@ class Pipeline:
         timings: dict[str, float] = {}
         t = time.perf_counter()
         now_ms = int(self.clock() * 1000)
-        stored, profile = self.read_features(user_id)
+        try:
+            stored, profile = self.read_features(user_id)
+            cold = stored is None and profile is None and user_id not in self._known_users
+            fallbacks = ["cold_start"] if cold else []
+        except FeatureStoreUnavailable:  # a list without the user's features beats no list (Redis restarting, say)
+            stored, profile, cold, fallbacks = None, None, False, ["features_unavailable"]
         session = decay_features_to(stored, now_ms, self.settings.features) if stored else None
         context = live_context(session, self.catalog.rows, now_ms, self.settings.features, device)
-        cold = stored is None and profile is None and user_id not in self._known_users
-        fallbacks = ["cold_start"] if cold else []
         timings["features"] = _ms(t)
 
         t = time.perf_counter()
@@ -297,7 +300,7 @@ class Pipeline:
                 (stored,) = self.store.online_features([user_id])
                 (profile,) = self.store.profile_features([user_id])
         except Exception as e:  # any failure of the store is the store's, not this request's
-            log.exception("online feature read failed")
+            log.warning("online feature read failed: %s: %s", type(e).__name__, e)
             raise FeatureStoreUnavailable(f"feature store unavailable: {type(e).__name__}: {e}") from e
         stored = stored if stored.get("last_event_ts_ms") is not None else None
         profile = profile if profile.get("profile_events") is not None else None

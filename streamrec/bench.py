@@ -13,6 +13,7 @@ BENCHMARKS = {
     "retrieval": ("models.bench_retrieval", "top-K latency and IVF recall as the catalog grows"),
     "serve": ("serving.bench_serve", "/recommend latency per stage at a fixed request rate"),
     "llm": ("serving.rerank.bench_llm", "re-rank LLM latency, tokens/s and valid-output fraction, both modes"),
+    "broker": ("infra.bench_broker", "what the embedded broker loses on a clean restart and on kill -9"),
 }
 
 

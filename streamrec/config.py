@@ -36,8 +36,8 @@ class KafkaConfig:
     features_topic: str = "streamrec.features"
     partitions: int = 4
     replication_factor: int = 1
-    # Tansu makes a group join wait about half the session timeout; 6 s keeps joins quick
-    # and is still a valid value for real Kafka.
+    # Some brokers (Tansu, the embedded one before) make a group join wait about half the session
+    # timeout; 6 s keeps joins quick and is still a valid value for real Kafka.
     session_timeout_ms: int = 6000
     request_timeout_ms: int = 30000
     # Passed through to every kafka-python client (security_protocol, sasl_* ...).

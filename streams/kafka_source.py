@@ -5,26 +5,37 @@ Used where Spark's own connector (spark-sql-kafka) is not on the classpath. Read
 ``kafka.bootstrap.servers``, ``subscribe`` (comma-separated topics), ``startingOffsets``
 (``earliest`` | ``latest`` | ``{"topic": {"0": 23}}`` with -2/-1 for earliest/latest),
 ``maxOffsetsPerTrigger``, ``includeHeaders``, ``kafkaConsumer.pollTimeoutMs``, ``tasksPerBatch``
-(Spark tasks that read a batch, default 1: see ``group_ranges``) and any
+(Spark tasks that read a batch, default 1: see ``group_ranges``), ``fingerprintFile`` (see below) and any
 kafka-python client option as ``kafka.<name with dots>`` (``kafka.security.protocol``).
 Rows have the native source's columns and types.
 
 Offsets are Kafka offsets per partition, checkpointed as ``{"topic": {"0": 42}}`` (the
 native format). No consumer group is used: partitions are assigned and sought. The driver
 plans batches with kafka-python; the latest offset comes from a fetch's high watermark,
-because Tansu answers ``end_offsets`` wrongly. Executors read records with confluent-kafka
+because some brokers (Tansu) answer ``end_offsets`` wrongly. Executors read records with confluent-kafka
 (librdkafka, ~50x cheaper per record than kafka-python's Python decoding), one consumer per
 Python worker kept across batches. Offset arithmetic is in pure functions at the top of this module.
 
 Unlike the native source, the resolved ``startingOffsets`` live only in the running query:
 a query stopped before its first batch resolves ``latest`` anew when restarted (a Python
 source cannot write to the checkpoint).
+
+Offsets alone do not say a partition still holds what the stream read: a topic recreated (or a
+broker that lost its tail) reuses offsets, and once refilled past the checkpoint a resumed query
+would silently skip the new records. So with the ``fingerprintFile`` option the source checks,
+before each range it reads, that the last record read before it (kept by the stream's sink in a
+``Fingerprints`` file: offset and a CRC of timestamp, key and value) is still the record at that
+offset, and fails with ``OffsetMismatchError`` otherwise. ``verify_fingerprints`` makes the same
+check without Spark, before a job starts.
 """
 from __future__ import annotations
 
 import json
+import os
 import time
+import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 import pyarrow as pa
@@ -46,7 +57,14 @@ from pyspark.sql.types import (
 
 from streamrec.config import KafkaConfig
 from streamrec.errors import UserError
-from streams.kafka_util import LIBRDKAFKA_LOG, assigned_consumer, high_watermarks, librdkafka_config, partitions_of
+from streams.kafka_util import (
+    LIBRDKAFKA_LOG,
+    assigned_consumer,
+    high_watermarks,
+    librdkafka_config,
+    partitions_of,
+    records_at,
+)
 
 SOURCE_NAME = "streamrec-kafka"
 EARLIEST, LATEST = -2, -1  # the native source's markers inside a startingOffsets JSON
@@ -70,7 +88,17 @@ class KafkaSourceError(UserError):
 
 
 class DataLossError(KafkaSourceError):
-    """Records the stream must read are no longer in Kafka."""
+    """Records the stream must read are no longer in Kafka, or are not the records it read."""
+
+
+class OffsetMismatchError(DataLossError):
+    """A partition's offsets now hold other records than the stream read there (topic recreated, broker reset)."""
+
+
+RESUME_HINT = (
+    "Choose where to resume: 'streamrec stream --reset-offsets earliest' (read what the topic holds now) "
+    "or 'streamrec stream --reset-offsets latest' (skip to its end); the per-user state is kept."
+)
 
 
 # ---------------------------------------------------------------- pure offset logic
@@ -166,8 +194,7 @@ def next_end(start: Offsets, latest: Offsets, target: Offsets | None = None, max
         detail = ", ".join(f"{tp.topic}[{tp.partition}] ends at {hw}, stream is at {pos}" for tp, (hw, pos) in sorted(behind.items()))
         raise DataLossError(
             f"partitions end before the stream's position ({detail}): the topic was recreated, the broker "
-            "lost its data (the embedded Tansu broker forgets everything on restart) or startingOffsets "
-            "points past the end. Delete the query's checkpoint to start over."
+            f"lost its data, or startingOffsets points past the end. {RESUME_HINT}"
         )
     end = {tp: latest.get(tp, offset) for tp, offset in start.items()}
     if target is not None:
@@ -182,6 +209,102 @@ def plan_ranges(start: Offsets, end: Offsets) -> list[tuple[TopicPartition, int,
     return [(tp, start.get(tp, 0), end[tp]) for tp in sorted(end) if end[tp] > start.get(tp, 0)]
 
 
+# ---------------------------------------------------------------- fingerprints
+
+KEEP_FINGERPRINTS = 4  # per partition: a replayed batch checks against the one before it
+
+
+def fingerprint(timestamp_ms: int, key: bytes | None, value: bytes | None) -> int:
+    """A record's identity at its offset: CRC-32 of its timestamp, key and value.
+
+    A record written into a reused offset differs (another event id, another append time).
+    """
+    crc = zlib.crc32(int(timestamp_ms).to_bytes(8, "big", signed=True))
+    crc = zlib.crc32(b"-" if key is None else b"+%d:" % len(key) + key, crc)
+    return zlib.crc32(value or b"", crc)
+
+
+def last_fingerprints(table: pa.Table) -> dict[TopicPartition, tuple[int, int]]:
+    """(offset, fingerprint) of each partition's last record in a table with the source's columns."""
+    topics, parts, offsets = (table.column(c).to_pylist() for c in ("topic", "partition", "offset"))
+    last: dict[TopicPartition, int] = {}
+    for row, (topic, part, offset) in enumerate(zip(topics, parts, offsets)):
+        tp = TopicPartition(topic, part)
+        if offset >= offsets[last.get(tp, row)]:
+            last[tp] = row
+    stamps = table.column("timestamp").cast(pa.int64())  # microseconds
+    return {
+        tp: (offsets[row], fingerprint(stamps[row].as_py() // 1000, table.column("key")[row].as_py(), table.column("value")[row].as_py()))
+        for tp, row in last.items()
+    }
+
+
+def fingerprint_before(known: Mapping[TopicPartition, list], tp: TopicPartition, offset: int) -> tuple[int, int] | None:
+    """The newest known (offset, fingerprint) of ``tp`` before ``offset``, if any."""
+    return max((tuple(f) for f in known.get(tp, ()) if f[0] < offset), default=None)
+
+
+class Fingerprints:
+    """The last records a stream read, per partition: ``{"topic": {"0": [[offset, fingerprint], ...]}}``
+    in a JSON file (the newest ``KEEP_FINGERPRINTS``). The sink adds a batch's after processing it."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def load(self) -> dict[TopicPartition, list[tuple[int, int]]]:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except ValueError as e:
+            raise KafkaSourceError(f"{self.path}: not a fingerprint file ({e}); remove it to skip the check once") from None
+        return {TopicPartition(t, int(p)): [tuple(f) for f in fs] for t, parts in data.items() for p, fs in parts.items()}
+
+    def add(self, latest: Mapping[TopicPartition, tuple[int, int]]) -> None:
+        """Merge ``latest`` in and write the file whole (a crash leaves the old one or the new one)."""
+        if not latest:
+            return
+        known = self.load()
+        for tp, entry in latest.items():
+            kept = [f for f in known.get(tp, []) if f[0] < entry[0]]
+            known[tp] = (kept + [tuple(entry)])[-KEEP_FINGERPRINTS:]
+        out: dict = {}
+        for tp in sorted(known):
+            out.setdefault(tp.topic, {})[str(tp.partition)] = [list(f) for f in known[tp]]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text(json.dumps(out))
+        os.replace(tmp, self.path)
+
+
+def mismatch(tp: TopicPartition, offset: int, present: bool, end: int | None = None) -> str:
+    """One line naming the partition, the offset and what is there now."""
+    if present:
+        now = "another record is there"
+    else:
+        now = "no record is there" + (f" (the partition now ends at offset {end})" if end is not None else "")
+    return f"{tp.topic}[{tp.partition}] offset {offset}: the stream read a record there, but {now}"
+
+
+def verify_fingerprints(cfg: KafkaConfig, known: Mapping[TopicPartition, list]) -> list[str]:
+    """What no longer matches: for each partition, the newest record the stream read must still be at its
+    offset (checked without Spark, before a job resumes). A record gone by retention is not a mismatch."""
+    newest = {tp: max(map(tuple, fs)) for tp, fs in known.items() if fs}
+    if not newest:
+        return []
+    found, begins, ends = records_at(cfg, {tp: f[0] for tp, f in newest.items()})
+    problems = []
+    for tp, (offset, expected) in sorted(newest.items()):
+        if offset < begins[tp]:
+            continue  # deleted by retention
+        r = found[tp]
+        if r is None:
+            problems.append(mismatch(tp, offset, False, ends[tp]))
+        elif fingerprint(r.timestamp, r.key, r.value) != expected:
+            problems.append(mismatch(tp, offset, True))
+    return problems
+
+
 # ---------------------------------------------------------------- options
 
 @dataclass(frozen=True)
@@ -193,6 +316,7 @@ class SourceOptions:
     include_headers: bool
     poll_timeout_s: float
     tasks: int = 1
+    fingerprints: Path | None = None
 
 
 def _parse_bool(name: str, value: str) -> bool:
@@ -259,6 +383,7 @@ def parse_options(options: Mapping[str, str]) -> SourceOptions:
         include_headers=_parse_bool("includeHeaders", opts.get("includeheaders", "false")),
         poll_timeout_s=_parse_positive_int("kafkaConsumer.pollTimeoutMs", opts.get("kafkaconsumer.polltimeoutms", "120000")) / 1000,
         tasks=_parse_positive_int("tasksPerBatch", opts.get("tasksperbatch", "1")),
+        fingerprints=Path(opts["fingerprintfile"]) if opts.get("fingerprintfile") else None,
     )
 
 
@@ -283,8 +408,10 @@ def kafka_schema(include_headers: bool = False) -> StructType:
 
 @dataclass
 class KafkaRanges(InputPartition):
-    """One Spark task: offsets ``[start, end)`` of one or more Kafka partitions, as (topic, partition, start, end)."""
+    """One Spark task: offsets ``[start, end)`` of one or more Kafka partitions, as (topic, partition, start, end),
+    and the records expected before them, as (topic, partition, offset, fingerprint)."""
     ranges: tuple[tuple[str, int, int, int], ...]
+    expect: tuple[tuple[str, int, int, int], ...] = ()
 
 
 def group_ranges(ranges: list[tuple[TopicPartition, int, int]], tasks: int) -> list[KafkaRanges]:
@@ -304,22 +431,26 @@ def group_ranges(ranges: list[tuple[TopicPartition, int, int]], tasks: int) -> l
 
 def current_offsets(opts: SourceOptions) -> tuple[Offsets, Offsets]:
     """(earliest, latest) offsets of every partition of the subscribed topics, retrying client errors."""
+    return topic_offsets(opts.kafka, opts.topics)
+
+
+def topic_offsets(cfg: KafkaConfig, topics: Iterable[str]) -> tuple[Offsets, Offsets]:
+    """(earliest, latest) offsets of every partition of ``topics``, retrying client errors."""
+    topics = tuple(topics)
     for attempt in range(1, RETRIES + 2):
         try:
-            return _current_offsets(opts)
+            return _topic_offsets(cfg, topics)
         except KafkaError as e:
             if attempt > RETRIES:
-                raise KafkaSourceError(
-                    f"cannot read the offsets of {', '.join(opts.topics)} from {opts.kafka.bootstrap_servers}: {e}"
-                ) from e
+                raise KafkaSourceError(f"cannot read the offsets of {', '.join(topics)} from {cfg.bootstrap_servers}: {e}") from e
             time.sleep(RETRY_BACKOFF_S * attempt)
 
 
-def _current_offsets(opts: SourceOptions) -> tuple[Offsets, Offsets]:
+def _topic_offsets(cfg: KafkaConfig, topics: tuple[str, ...]) -> tuple[Offsets, Offsets]:
     # A fresh consumer each time: a reused one reports the high watermark cached from its previous fetch.
-    consumer = assigned_consumer(opts.kafka, max_partition_fetch_bytes=OFFSET_FETCH_BYTES, fetch_max_bytes=OFFSET_FETCH_BYTES)
+    consumer = assigned_consumer(cfg, max_partition_fetch_bytes=OFFSET_FETCH_BYTES, fetch_max_bytes=OFFSET_FETCH_BYTES)
     try:
-        tps = [TopicPartition(t, p) for t in opts.topics for p in partitions_of(consumer, t)]
+        tps = [TopicPartition(t, p) for t in topics for p in partitions_of(consumer, t)]
         earliest = consumer.beginning_offsets(tps)
         return earliest, high_watermarks(consumer, tps)
     finally:
@@ -360,9 +491,12 @@ def fetch_ranges(opts: SourceOptions, part: KafkaRanges) -> Iterator[list]:
     """The records (confluent-kafka messages) of each range ``[start, end)``, in chunks, each partition's
     in offset order; one consumer fetches all of them at once.
 
-    Stops at each ``end`` even if more has arrived; offsets missing inside a range (compaction,
-    transaction markers) are skipped as Kafka does. librdkafka reconnects by itself; records that
-    are gone raise ``DataLossError``, no progress for ``kafkaConsumer.pollTimeoutMs`` a clear error.
+    Where ``part.expect`` names the record read before a range, reading starts there and that record
+    must have the same fingerprint, else ``OffsetMismatchError`` (if it is gone by retention while the
+    range is not, there is nothing to compare and the range is read). Stops at each ``end`` even if
+    more has arrived; offsets missing inside a range (compaction, transaction markers) are skipped as
+    Kafka does. librdkafka reconnects by itself; records that are gone raise ``DataLossError``, no
+    progress for ``kafkaConsumer.pollTimeoutMs`` a clear error.
     """
     from confluent_kafka import KafkaError as RdKafkaError
     from confluent_kafka import TopicPartition as RdPartition
@@ -370,39 +504,59 @@ def fetch_ranges(opts: SourceOptions, part: KafkaRanges) -> Iterator[list]:
     todo = {(t, p): [a, b] for t, p, a, b in part.ranges if b > a}  # (topic, partition) -> [next offset, end]
     if not todo:
         return
+    checks = {(t, p): (offset, fp) for t, p, offset, fp in part.expect if (t, p) in todo and offset < todo[(t, p)][0]}
+
+    def assign() -> None:
+        consumer.assign([RdPartition(t, p, checks[(t, p)][0] if (t, p) in checks else a) for (t, p), (a, _) in todo.items()])
+
+    def check(key: tuple[str, int], m) -> None:
+        offset, expected = checks.pop(key)
+        present = m is not None and m.offset() == offset
+        if not present or fingerprint(m.timestamp()[1], m.key(), m.value()) != expected:
+            raise OffsetMismatchError(f"{mismatch(TopicPartition(*key), offset, present)}. {RESUME_HINT}")
+
     consumer = _reader(opts)
-    consumer.assign([RdPartition(t, p, a) for (t, p), (a, _) in todo.items()])
+    assign()
     failed = True
     try:
         progressed_at = time.monotonic()
         while todo:
             chunk = []
-            wanted = min(POLL_RECORDS, sum(end - next_offset for next_offset, end in todo.values()))
+            wanted = min(POLL_RECORDS, sum(end - next_offset for next_offset, end in todo.values()) + len(checks))
             for m in consumer.consume(num_messages=wanted, timeout=0.5):  # returns once ``wanted`` arrived
                 error = m.error()
+                key = (m.topic(), m.partition())
                 if error is not None:
                     where = f"{m.topic()}[{m.partition()}]"
                     if error.code() in (RdKafkaError.OFFSET_OUT_OF_RANGE, RdKafkaError._AUTO_OFFSET_RESET):
+                        if key in checks:  # the record before the range is gone by retention: read the range
+                            checks.pop(key)
+                            assign()
+                            continue
                         raise DataLossError(
                             f"{where}: records of this batch are no longer in Kafka (deleted by retention, "
-                            "or the topic was recreated). Delete the query's checkpoint to start over."
+                            f"or the topic was recreated). {RESUME_HINT}"
                         )
                     if error.fatal() or not error.retriable():
                         raise KafkaSourceError(f"{where}: reading failed: {error.str()}")
                     continue  # transient: librdkafka retries
-                span = todo.get((m.topic(), m.partition()))
-                if span is None or m.offset() >= span[1]:
-                    continue  # fetched past the range
+                if key in checks:
+                    check(key, m)
+                span = todo.get(key)
+                if span is None or not span[0] <= m.offset() < span[1]:
+                    continue  # the checked record, or fetched past the range
                 chunk.append(m)
                 span[0] = m.offset() + 1
                 if span[0] >= span[1]:
-                    del todo[(m.topic(), m.partition())]
+                    del todo[key]
             if chunk:
                 progressed_at = time.monotonic()
                 yield chunk
                 continue
             for (t, p), span in list(todo.items()):
                 position = consumer.position([RdPartition(t, p)])[0].offset
+                if (t, p) in checks and position > checks[(t, p)][0]:
+                    check((t, p), None)  # moved past the checked offset without a record there
                 if position > span[0]:  # moved past offsets that hold no record
                     span[0], progressed_at = position, time.monotonic()
                     if position >= span[1]:
@@ -413,7 +567,7 @@ def fetch_ranges(opts: SourceOptions, part: KafkaRanges) -> Iterator[list]:
                     if 0 <= hw < end:
                         raise DataLossError(
                             f"{t}[{p}] now ends at offset {hw}, but this batch must read up to {end}: "
-                            "the topic was recreated or the broker lost its data. Delete the query's checkpoint to start over."
+                            f"the topic was recreated or the broker lost its data. {RESUME_HINT}"
                         )
                 (t, p), (next_offset, end) = next(iter(todo.items()))
                 raise KafkaSourceError(
@@ -486,7 +640,14 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         return None if self._latest is None else offsets_to_json(self._latest)
 
     def partitions(self, start: dict, end: dict) -> list[KafkaRanges]:
-        return group_ranges(plan_ranges(offsets_from_json(start), offsets_from_json(end)), self._opts.tasks)
+        groups = group_ranges(plan_ranges(offsets_from_json(start), offsets_from_json(end)), self._opts.tasks)
+        if self._opts.fingerprints is None:
+            return groups
+        known = Fingerprints(self._opts.fingerprints).load()
+        for group in groups:
+            expect = ((t, p, fingerprint_before(known, TopicPartition(t, p), a)) for t, p, a, _ in group.ranges)
+            group.expect = tuple((t, p, *f) for t, p, f in expect if f is not None)
+        return groups
 
     def read(self, partition: KafkaRanges) -> Iterator[pa.RecordBatch]:
         schema = to_arrow_schema(self._schema, timezone="UTC")

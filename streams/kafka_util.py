@@ -1,6 +1,6 @@
 """Small Kafka plumbing shared by the producer, replay, the Spark source and infra.
 
-Written for any Kafka-protocol broker. Two Tansu gaps shape it: ``end_offsets``
+Written for any Kafka-protocol broker. Two gaps of Tansu (the embedded broker before noida-db) shape it: ``end_offsets``
 answers wrongly there, so the high watermark comes from a fetch response; and
 topics cannot grow partitions, so they are created with their full count up front.
 """
@@ -105,7 +105,7 @@ def assigned_consumer(cfg: KafkaConfig, **extra) -> KafkaConsumer:
 
 
 def high_watermarks(consumer: KafkaConsumer, tps: list[TopicPartition], timeout_s: float = 10.0) -> dict[TopicPartition, int]:
-    """Latest offsets taken from fetch responses (correct on Kafka and on Tansu).
+    """Latest offsets taken from fetch responses (correct on every broker tried, Tansu included).
 
     Seeks each partition to its beginning and polls once so every partition
     has had a fetch response; kafka-python then reports its high watermark.
@@ -124,6 +124,33 @@ def high_watermarks(consumer: KafkaConsumer, tps: list[TopicPartition], timeout_
         if time.monotonic() > deadline:
             raise KafkaError(f"no fetch response for {sorted(set(tps) - set(marks))} within {timeout_s}s")
     return marks
+
+
+def records_at(cfg: KafkaConfig, wanted: dict[TopicPartition, int], timeout_s: float = 10.0) -> tuple[dict, dict, dict]:
+    """The record at each wanted offset (None where the partition holds none there), with the partitions'
+    earliest and latest offsets: ``(records, earliest, latest)``."""
+    consumer = assigned_consumer(cfg)
+    try:
+        tps = sorted(wanted)
+        begins = consumer.beginning_offsets(tps)
+        ends = high_watermarks(consumer, tps)
+        found: dict = dict.fromkeys(tps)
+        pending = {tp for tp in tps if begins[tp] <= wanted[tp] < ends[tp]}
+        consumer.assign(sorted(pending))
+        for tp in pending:
+            consumer.seek(tp, wanted[tp])
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise KafkaError(f"no records fetched from {sorted(pending)} within {timeout_s}s")
+            for tp, records in consumer.poll(timeout_ms=200).items():
+                if tp in pending and records:
+                    found[tp] = records[0] if records[0].offset == wanted[tp] else None
+                    pending.discard(tp)
+                    consumer.pause(tp)
+        return found, begins, ends
+    finally:
+        consumer.close()
 
 
 def read_topic(cfg: KafkaConfig, topic: str, timeout_s: float = 30.0) -> Iterator:

@@ -37,7 +37,7 @@ class DeliveryError(UserError):
     """The broker did not take records that were handed to the producer.
 
     The producer may be unusable from then on: an idempotent one stays in a fatal state once the broker
-    forgets its producer id (a restarted embedded broker forgets everything). A long-lived caller
+    no longer knows its producer id or sequence (a broker that lost its data, or its tail in a crash). A long-lived caller
     ``discard``s it and opens a new one.
     """
 

@@ -73,6 +73,7 @@ def kafka_stream(
     settings: Settings,
     topics: Sequence[str] | None = None,
     starting_offsets: str | Mapping[str, Mapping[str, int]] = "earliest",
+    fingerprint_file: Path | None = None,
 ) -> DataFrame:
     """A streaming DataFrame of ``topics`` (default: the events topic) with ``KAFKA_COLUMNS``.
 
@@ -81,6 +82,8 @@ def kafka_stream(
     query without a checkpoint; the default reads the topics' whole history.
     ``kafka.client_options`` are passed as ``kafka.<name with dots>``, which matches the
     Java client's names for the common ones (``security_protocol``, ``sasl_mechanism``).
+    ``fingerprint_file``: the Python source checks records before each range against it
+    (``streams.kafka_source.Fingerprints``; the native source has no such check).
     """
     from streams.kafka_source import SOURCE_NAME
 
@@ -97,6 +100,8 @@ def kafka_stream(
     )
     if settings.spark.max_events_per_trigger > 0:
         reader = reader.option("maxOffsetsPerTrigger", settings.spark.max_events_per_trigger)
+    if fingerprint_file is not None and source == "python":
+        reader = reader.option("fingerprintFile", str(fingerprint_file))
     for name, value in settings.kafka.client_options.items():
         reader = reader.option("kafka." + name.replace("_", "."), value)
     return reader.load().select(*KAFKA_COLUMNS)

@@ -10,12 +10,17 @@ pytest_plugins = sorted(
 )
 
 _INTEGRATION = Path(__file__).parent / "integration"
+_FAULTS = Path(__file__).parent / "faults"
 
 
 def pytest_collection_modifyitems(items):
-    """Every test under tests/integration needs real services: marked so (``-m "not integration"``: unit only)."""
+    """Every test under tests/integration and tests/faults needs real services: marked ``integration``
+    (``-m "not integration"``: unit only); the fault suite also ``faults``."""
     import pytest
 
     for item in items:
-        if _INTEGRATION in Path(item.fspath).parents:
+        parents = Path(item.fspath).parents
+        if _INTEGRATION in parents or _FAULTS in parents:
             item.add_marker(pytest.mark.integration)
+        if _FAULTS in parents:
+            item.add_marker(pytest.mark.faults)

@@ -15,7 +15,9 @@ from streams.kafka_source import (
     group_ranges,
     KafkaSourceError,
     KafkaStreamReader,
+    OffsetMismatchError,
     cap_offsets,
+    fingerprint,
     kafka_schema,
     next_end,
     offsets_from_json,
@@ -24,6 +26,7 @@ from streams.kafka_source import (
     parse_starting_offsets,
     plan_ranges,
     resolve_starting,
+    verify_fingerprints,
 )
 from streams.kafka_util import client_options
 from streams.spark_session import kafka_stream
@@ -152,11 +155,35 @@ def source_options(settings, **extra) -> dict:
     return {"kafka.bootstrap.servers": settings.kafka.bootstrap_servers, "subscribe": settings.kafka.events_topic, **extra}
 
 
-def read_range(settings, start: int, end: int, **extra) -> pa.Table:
-    """Partition 0's ``[start, end)`` as the executor-side reader returns it."""
+def read_range(settings, start: int, end: int, expect: tuple = (), **extra) -> pa.Table:
+    """Partition 0's ``[start, end)`` as the executor-side reader returns it; ``expect``: (offset, fingerprint)
+    of a record before it that must still be there."""
     opts = parse_options(source_options(settings, **extra))
     reader = KafkaStreamReader(opts, kafka_schema(opts.include_headers))
-    return pa.Table.from_batches(list(reader.read(KafkaRanges(((settings.kafka.events_topic, 0, start, end),)))))
+    topic = settings.kafka.events_topic
+    part = KafkaRanges(((topic, 0, start, end),), ((topic, 0, *expect),) if expect else ())
+    return pa.Table.from_batches(list(reader.read(part)))
+
+
+def test_a_range_is_read_only_while_the_record_read_before_it_is_still_there(kafka_settings):
+    records = produce(kafka_settings, 8, "r", partition=0)
+    _, offset, key, value, ts = records[2]
+    read = fingerprint(ts, key, value)
+    assert read_range(kafka_settings, 3, 6, expect=(offset, read)).column("offset").to_pylist() == [3, 4, 5]
+    assert read_range(kafka_settings, 5, 7, expect=(offset, read)).column("offset").to_pylist() == [5, 6]
+    with pytest.raises(OffsetMismatchError, match=r"events-\w+\[0\] offset 2: the stream read a record there, but another record is there.*--reset-offsets earliest"):
+        read_range(kafka_settings, 3, 6, expect=(offset, read ^ 1))
+
+
+def test_fingerprints_are_verified_against_the_topic_before_a_job_resumes(kafka_settings):
+    records = produce(kafka_settings, 5, "v", partition=1)
+    tp1 = TopicPartition(kafka_settings.kafka.events_topic, 1)
+    _, offset, key, value, ts = records[-1]
+    assert verify_fingerprints(kafka_settings.kafka, {tp1: [(offset, fingerprint(ts, key, value))]}) == []
+    assert verify_fingerprints(kafka_settings.kafka, {tp1: [(offset, 1)]}) == [
+        f"{tp1.topic}[1] offset 4: the stream read a record there, but another record is there"]
+    assert verify_fingerprints(kafka_settings.kafka, {tp1: [(2, 1), (9, 1)]}) == [  # the newest counts
+        f"{tp1.topic}[1] offset 9: the stream read a record there, but no record is there (the partition now ends at offset 5)"]
 
 
 def test_a_partition_read_stops_at_the_range_end(kafka_settings):
@@ -178,7 +205,7 @@ def test_headers_are_read_when_asked(kafka_settings):
 
 
 def test_a_partition_read_fails_when_records_are_gone(kafka_settings):
-    # What a checkpoint ahead of the broker looks like (Tansu forgets everything on restart).
+    # What a checkpoint ahead of the broker looks like (a broker that lost its data).
     produce(kafka_settings, 10, "r", partition=0)
     with pytest.raises(DataLossError, match="ends at offset 10"):
         read_range(kafka_settings, 5, 20, **{"kafkaConsumer.pollTimeoutMs": "1000"})

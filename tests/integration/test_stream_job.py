@@ -10,62 +10,25 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import uuid
 import signal
 import subprocess
 import sys
+import uuid
 from collections import Counter
 
-import numpy as np
 import pandas as pd
 import pytest
 from kafka import KafkaProducer
 
-from features.offline import compute_features, load_items, read_event_log
-from features.store import FeatureStoreClient
-from features.user_state import FEATURE_COLUMNS
 from features import stream_job
-from streams.generator import generate_world
+from features.offline import compute_features, load_items
+from features.store import FeatureStoreClient
 from streams.kafka_util import read_topic
 from streams.replay import replay
+from tests.fixtures.stream import assert_online_equals, expected_features, run_stream
 from tests.helpers import assert_eventually
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def stream_settings(kafka_settings, redis_server):
-    """The test's topics and data dir, Feast online in the session's redis-server (emptied first)."""
-    import redis
-
-    from infra import redis as redis_infra
-
-    redis.Redis(*redis_infra.host_port(redis_server)).flushall()
-    return dataclasses.replace(kafka_settings, feast=dataclasses.replace(redis_server.feast))
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    out = tmp_path_factory.mktemp("world")
-    generate_world(out, users=25, items=120, days=1.0, seed=11)
-    return out
-
-
-def expected_features(world, settings) -> pd.DataFrame:
-    return compute_features(read_event_log(world / "events.jsonl"), load_items(world / "items.jsonl"), settings.features)
-
-
-def assert_online_equals(settings, expected: pd.DataFrame) -> None:
-    got = pd.DataFrame(FeatureStoreClient(settings).online_features(list(expected["user_id"])))
-    assert len(got) == len(expected)
-    for column, kind in FEATURE_COLUMNS.items():
-        if column == "event_timestamp":
-            continue
-        want, have = expected[column].tolist(), got[column].tolist()
-        if kind is float:  # the online store keeps float32
-            np.testing.assert_allclose(np.array(have, dtype=float), np.array(want, dtype=float), rtol=1e-5, atol=1e-9, err_msg=column)
-        else:
-            assert [list(v) if kind is list else v for v in have] == want, column
 
 
 @pytest.mark.parametrize("store", ["redis", "sqlite"])
@@ -178,10 +141,6 @@ def _send_raw(settings, events: list[dict | bytes]) -> None:
     raw.close()
 
 
-def _run(settings, world) -> dict:
-    return stream_job.run(settings, catalog=world / "items.jsonl", available_now=True, echo=lambda *_: None)
-
-
 def _batch_fold(world, settings, events: list[dict]) -> pd.DataFrame:
     return compute_features([{**e, "ts_ms": e["ts"]} for e in events], load_items(world / "items.jsonl"), settings.features)
 
@@ -193,16 +152,16 @@ def test_late_event_inside_the_watermark_and_a_same_millisecond_event_change_the
     t = 1_700_000_000_000
     first = [_event("u-late", 1, t, "i1"), _event("u-late", 2, t + 5 * 60_000, "i2", "watch")]
     _send_raw(settings, first)
-    _run(settings, world)
+    run_stream(settings, world)
     assert_online_equals(settings, _batch_fold(world, settings, first))
 
     late = _event("u-late", 3, t + 60_000, "i3", "watch", watch_seconds=1200.0)  # 4 min behind, watermark 10 min
     same_ms = _event("u-late", 4, t + 5 * 60_000, "i4")  # the latest event's very millisecond
     _send_raw(settings, [late])
-    summary = _run(settings, world)
+    summary = run_stream(settings, world)
     assert summary["late"] == 0
     _send_raw(settings, [same_ms])
-    _run(settings, world)
+    run_stream(settings, world)
 
     everything = [*first, late, same_ms]
     expected = _batch_fold(world, settings, everything)
@@ -220,10 +179,10 @@ def test_poison_pill_pair_is_dead_lettered_and_the_job_keeps_going_across_restar
     poison = [_event("u-poison", n, t + n, "i1", "watch", watch_seconds=1e308) for n in (1, 2)]
     healthy = [_event(f"u{k}", 10 + k, t + k, f"i{k}") for k in range(5)]
     _send_raw(settings, [*poison, *healthy])
-    first = _run(settings, world)
+    first = run_stream(settings, world)
     more = [_event(f"u{k}", 20 + k, t + 60_000 + k, "i9", "watch") for k in range(5)]
     _send_raw(settings, more)
-    second = _run(settings, world)  # a restart: the job starts again from its checkpoint
+    second = run_stream(settings, world)  # a restart: the job starts again from its checkpoint
 
     assert first["dlq_by_reason"] == {"number_out_of_range": 2}
     assert second["events"] == first["events"] + len(more) == len(healthy) + len(more)
@@ -260,6 +219,6 @@ def test_events_another_client_partitions_differently_are_judged_by_event_time(s
     sources = {(rec.partition, json.loads(rec.value)["user_id"]) for rec in read_topic(settings.kafka, settings.kafka.events_topic)}
     assert len({p for p, u in sources if u == "u-mixed-1"}) > 1, "the two partitioners agreed: no test"
 
-    summary = _run(settings, world)
+    summary = run_stream(settings, world)
     assert summary["late"] == 0 and summary["dlq"] == 0
     assert_online_equals(settings, _batch_fold(world, settings, [*mixed, *unkeyed]))

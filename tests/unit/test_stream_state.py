@@ -56,3 +56,17 @@ def test_snapshots_bound_the_changelog_and_every_batch_can_still_be_replayed(tmp
         assert got == {**{f"u{n}": b"r%d" % n for n in range(replay)}, **{f"u{n}": None for n in range(replay, 10)},
                        "all": b"r%d" % (replay - 1)}
         assert s.seen([(f"u{n}", f"e{n}") for n in range(10)], replay) == {f"u{n}": {f"e{n}"} for n in range(replay)}
+
+
+def test_the_base_written_for_reset_offsets_carries_records_and_dedup_ids_into_a_new_store(tmp_path):
+    store = StateStore(tmp_path / "old", snapshot_every=2)
+    store.save(0, {"a": b"a0", "b": b"b0"}, [("a", "e1", 100)])
+    store.save(1, {"a": b"a1"}, [("a", "e2", 200)])
+    store.save(2, {"b": b"b2"}, [("b", "e3", 300)])  # a snapshot, then one more batch
+    store.save(3, {"c": b"c3"})
+    assert reopened(store).write_base(tmp_path / "new") == 3
+    fresh = StateStore(tmp_path / "new")
+    assert fresh.load(["a", "b", "c"], 0) == {"a": b"a1", "b": b"b2", "c": b"c3"}  # batch 0 of the new checkpoint
+    assert fresh.seen([("a", "e1"), ("a", "e2"), ("b", "e3"), ("c", "e1")], 0) == {"a": {"e1", "e2"}, "b": {"e3"}}
+    fresh.save(0, {"a": b"a-new"})
+    assert StateStore(tmp_path / "new").load(["a", "b"], 1) == {"a": b"a-new", "b": b"b2"}  # after a restart too
