@@ -217,21 +217,43 @@ def serving_inputs(
     """
     if not item_rows:
         raise ValueError("no candidate items to score")
+    items = item_frame(item_rows)
+    # The user's columns are the same on every row: build them once and repeat them.
+    per_user = request_inputs(session_row, profile_row, context, live=live)
+    return _item_inputs(items) | {name: np.repeat(a, len(items), axis=0) for name, a in per_user.items()}
+
+
+def request_inputs(session_row: Mapping | None, profile_row: Mapping | None, context: RequestContext, *,
+                   live: bool = True) -> dict[str, np.ndarray]:
+    """The inputs that are the same for every candidate of one request (user, context, session, profile),
+    each with one row: what the export's ``rank`` signature takes beside the candidates' ids."""
     user = {**(session_row or {}), **(profile_row or {})}
     user |= {
         "user_id": context.user_id,
         "event_timestamp": pd.Timestamp(int(context.ts_ms), unit="ms", tz="UTC"),
         "device": context.device,
     }
-    items = pd.DataFrame([{name: row.get(name) for name in _ITEM_COLUMNS} for row in item_rows])
-    # The user's columns are the same on every row: build them once and repeat them (the hot path of /recommend).
-    per_user = _user_inputs(candidate_frame(user, items.iloc[:1]), context.timezone, live)
-    return _item_inputs(items) | {name: np.repeat(a, len(items), axis=0) for name, a in per_user.items()}
+    return _user_inputs(candidate_frame(user, _NO_ITEM), context.timezone, live)
+
+
+def item_frame(item_rows: Iterable[Mapping]) -> pd.DataFrame:
+    """``item_features`` rows (item_id, genres, year, duration_minutes, popularity) as a frame."""
+    return pd.DataFrame([{name: row.get(name) for name in _ITEM_COLUMNS} for row in item_rows], columns=list(_ITEM_COLUMNS))
+
+
+def item_table(items: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The item inputs of every catalog item (``item_frame``), row 0 an unknown item's neutral values: the
+    table the export's ``rank`` signature looks candidates up in (row n + 1 is the frame's row n)."""
+    unknown = pd.DataFrame([{"item_id": "", "genres": None, **ITEM_DEFAULTS}])
+    return _item_inputs(pd.concat([unknown, items], ignore_index=True))
 
 
 _SESSION_COLUMNS = tuple(c for c in FEATURE_COLUMNS if c not in ("user_id", "event_timestamp"))
 _USER_COLUMNS = ("user_id", "event_timestamp", "device", *_SESSION_COLUMNS, "profile_events", *SHARE_COLUMNS)
 _ITEM_COLUMNS = ("item_id", "genres", "year", "duration_minutes", "popularity")
+_NO_ITEM = pd.DataFrame([{name: None for name in _ITEM_COLUMNS}])
+RANK_SIGNATURE = "rank"  # the export's per-request signature (models.export): request inputs once, item ids
+REQUEST_INPUT_NAMES = tuple(name for name in (*ITEM_INPUTS, *LIVE_INPUTS) if name not in _ITEM_COLUMNS and name != "item_genres")
 
 
 def _strings(series: pd.Series) -> np.ndarray:

@@ -134,6 +134,7 @@ def train(
 ) -> dict:
     """Prepare, fit on every positive, export a new version to ``<data>/model_repo/<model.name>/``; returns a
     summary (version, path, examples, train metrics)."""
+    from models.examples import item_frame
     from models.export import export_model
 
     prepared = prepare(settings, event_log, negatives=negatives, seed=seed)
@@ -155,7 +156,8 @@ def train(
         },
         "metrics": {"train": train_metrics},
     }
-    version, path = export_model(model, settings.data_path / "model_repo" / settings.model.name, live, metadata)
+    version, path = export_model(model, settings.data_path / "model_repo" / settings.model.name, live, metadata,
+                                 items=item_frame(prepared.catalog.to_dict("records")))
     retrieval = fit_retrieval(settings, event_log)
     return {"version": version, "path": str(path), "retrieval": str(retrieval), **metadata["training_data"],
             "metrics": metadata["metrics"]}
@@ -167,5 +169,6 @@ def fit_retrieval(settings: Settings, event_log: EventLog) -> Path:
     from models.retrieval import CandidateGenerator, load_event_log, retrieval_dir
 
     items = load_items(event_log.items)
-    generator = CandidateGenerator.fit(load_event_log(event_log.events, items), items, timezone=settings.features.timezone)
+    generator = CandidateGenerator.fit(load_event_log(event_log.events, items), items,
+                                       index_k=settings.serving.candidates, timezone=settings.features.timezone)
     return generator.save(retrieval_dir(settings))

@@ -1,17 +1,28 @@
-"""``streamrec bench serve``: open-loop load on the running recommend API.
+"""``streamrec bench serve``: open-loop load on the recommend API, at one or more request rates.
 
-Requests leave on a fixed schedule (``--rps``) whatever the answers do, so a slow server
-meets the same load a real one would; each latency is taken from the scheduled send time,
-so the client's own queueing counts too. Bounded: ``--rps`` x ``--seconds`` requests at
-most, at most MAX_IN_FLIGHT at once (beyond: counted as dropped), loopback URLs only.
+Requests leave on a fixed schedule (``--rates``, or one ``--rps``) whatever the answers do, so a slow
+server meets the same load a real one would; each latency is taken from the scheduled send time, so the
+client's own queueing counts too. Bounded: rate x ``--seconds`` requests at most per rate, at most
+MAX_IN_FLIGHT at once (beyond: counted as dropped), loopback URLs only. The rates run back to back, each
+after ``--warmup-seconds`` of uncounted load at that rate.
 
-Printed: end-to-end and per-stage (the response's ``timings_ms``) p50/p95/p99, errors, the
-re-rank statuses with the LLM fallback rate, and the age of the cached re-ranks served.
-Modes, matching how the API was started:
+Against the running API by default. With ``--catalogs 1000,10000,100000``, against a synthetic stack of
+each size that the bench builds, runs and removes itself (``serving.bench_stack``), in modes off and warm.
+
+``--floor``: before the load, the Predict request the API sends for one user (made by the API's own
+pipeline up to scoring, ``Pipeline.shortlist``) is sent straight to the model server through the official
+gRPC stub, on the same schedule at the same rates: the least a request can cost. Each row then shows
+API p99 / floor p99.
+
+Printed: one row per (catalog, mode, rate): answered rps, dropped, end-to-end p50/p95/p99, per-stage
+p50/p99 (the response's ``timings_ms``), errors, and the floor; and for each run the re-rank statuses
+with the LLM fallback rate and the age of the cached re-ranks served. Modes, matching how the API runs:
 - ``off``: the API runs with ``llm.enabled: false``;
 - ``warm``: LLM on, and every user's re-rank is cached before the load (no LLM call on the hot path);
-- ``llm``: LLM on, cold cache: requests wait up to ``llm.budget_ms`` for the LLM, then fall back.
-Goal (modes off and warm): p99 <= 20 ms at 100 rps; exit code 1 when missed.
+- ``llm``: LLM on, cold cache: requests wait up to ``llm.budget_ms`` for the LLM, then fall back
+  (against a running API only: the synthetic stack's LLM answers at once, so there is nothing to measure).
+Goals, modes off and warm: p99 <= 20 ms at 100 rps (every row up to GOAL_RPS is judged); with several
+catalogs, p99 at the largest within 20 % of p99 at the smallest (same mode and rate). Exit code 1 when missed.
 """
 from __future__ import annotations
 
@@ -23,6 +34,7 @@ import math
 import statistics
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -32,15 +44,24 @@ from streamrec.config import Settings
 from streamrec.errors import UserError
 
 GOAL_P99_MS = 20.0
+GOAL_RPS = 100.0
+GOAL_CATALOG_RATIO = 1.2
 MODES = ("off", "warm", "llm")
+CATALOG_MODES = ("off", "warm")
 MAX_RPS = 2000
 MAX_SECONDS = 600
 MAX_IN_FLIGHT = 256
+MAX_CATALOG_ITEMS = 100_000  # the world's item ids have five digits
 REQUEST_TIMEOUT_S = 10.0
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 # Re-rank statuses that mean "the LLM was asked for nothing": not fallbacks.
 NOT_ASKED = {"disabled"}
 APPLIED = {"applied", "cached"}
+STAGE_COLUMNS = ("features", "candidates", "scoring", "diversity", "rerank", "total")
+
+
+class Failed(Exception):
+    """A request that got no usable answer; the message is its kind (the error counts' key)."""
 
 
 @dataclass
@@ -53,8 +74,11 @@ class Results:
     dropped: int = 0
     sent: int = 0
 
-    def record(self, e2e_ms: float, body: dict) -> None:
+    def record(self, e2e_ms: float, body: dict | None) -> None:
+        """``body``: the API's answer; None for the floor's, which has nothing but its latency."""
         self.e2e_ms.append(e2e_ms)
+        if body is None:
+            return
         for stage, ms in body["timings_ms"].items():
             self.stages_ms.setdefault(stage, []).append(ms)
         self.rerank[body["rerank"]["status"]] += 1
@@ -62,12 +86,43 @@ class Results:
             self.cache_age_s.append(body["rerank"]["cache_age_s"])
 
 
+def _numbers(kind: type, what: str) -> Callable[[str], list]:
+    def parse(text: str) -> list:
+        try:
+            return [kind(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what}: a comma-separated list of numbers, got {text!r}") from None
+    return parse
+
+
+def _modes(text: str) -> list[str]:
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        raise argparse.ArgumentTypeError(f"modes are {', '.join(MODES)}; got {text!r}")
+    return modes
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help="the API's base URL, loopback only (default: http://127.0.0.1:<serving.port>)")
-    parser.add_argument("--rps", type=float, default=100.0, help="requests per second (default: 100)")
-    parser.add_argument("--seconds", type=float, default=20.0, help="length of the measured load (default: 20)")
-    parser.add_argument("--warmup-seconds", type=float, default=2.0, help="load before measuring, not counted (default: 2)")
-    parser.add_argument("--mode", choices=MODES, default="off", help="how the API runs its LLM re-rank (see above)")
+    rate = parser.add_mutually_exclusive_group()
+    rate.add_argument("--rps", type=float, help="one request rate (default: 100)")
+    rate.add_argument("--rates", type=_numbers(float, "--rates"),
+                      help="request rates run back to back, e.g. 50,100,200")
+    parser.add_argument("--seconds", type=float, default=20.0,
+                        help="length of the measured load per rate (default: 20)")
+    parser.add_argument("--warmup-seconds", type=float, default=2.0,
+                        help="load before each rate's measure, not counted (default: 2)")
+    parser.add_argument("--mode", type=_modes,
+                        help=f"how the API runs its LLM re-rank (see above): one of {', '.join(MODES)} "
+                             "(default: off); with --catalogs a list (default: off,warm)")
+    parser.add_argument("--catalogs", type=_numbers(int, "--catalogs"),
+                        help="build, run and remove a synthetic stack of each of these item counts "
+                             "(e.g. 1000,10000,100000) instead of using the running API")
+    parser.add_argument("--catalog-users", type=int, default=500,
+                        help="with --catalogs: users in each synthetic world (default: 500)")
+    parser.add_argument("--floor", action="store_true",
+                        help="also measure a raw gRPC Predict of the same batch, at the same rates, and the ratio")
     parser.add_argument("--users-file", help="users.jsonl (or one id a line) to draw users from "
                                              "(default: <data>/world/users.jsonl)")
     parser.add_argument("--n-users", type=int, default=50, help="distinct users to cycle through (default: 50)")
@@ -78,27 +133,69 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    url = _check_url(args.url or f"http://127.0.0.1:{settings.serving.port}")
-    if not 0 < args.rps <= MAX_RPS or not 0 < args.seconds <= MAX_SECONDS or not 0 <= args.warmup_seconds <= 60:
-        raise UserError(f"need 0 < --rps <= {MAX_RPS}, 0 < --seconds <= {MAX_SECONDS}, 0 <= --warmup-seconds <= 60")
+    rates = args.rates or [args.rps or 100.0]
+    if not all(0 < r <= MAX_RPS for r in rates) or not 0 < args.seconds <= MAX_SECONDS \
+            or not 0 <= args.warmup_seconds <= 60:
+        raise UserError(f"need 0 < each rate <= {MAX_RPS}, 0 < --seconds <= {MAX_SECONDS}, 0 <= --warmup-seconds <= 60")
     if args.n_users < 1 or args.k < 1:
         raise UserError("--n-users and --k must be >= 1")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs every request at INFO
+    rows = _catalog_runs(args, settings, rates) if args.catalogs else _api_runs(args, settings, rates)
+    _print_table(rows, args.k)
+    goals = _goals(rows)
+    for line, _ in goals:
+        print(line)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "goals": [g for g, _ in goals]}, indent=2) + "\n",
+                                   encoding="utf-8")
+    return 0 if all(met for _, met in goals) else 1
+
+
+def _api_runs(args: argparse.Namespace, settings: Settings, rates: list[float]) -> list[dict]:
+    """The running API, in the one mode it was started in."""
+    modes = args.mode or ["off"]
+    if len(modes) != 1:
+        raise UserError("a running API has one mode: give one --mode (several need --catalogs)")
+    url = _check_url(args.url or f"http://127.0.0.1:{settings.serving.port}")
     users = _users(Path(args.users_file) if args.users_file else settings.data_path / "world" / "users.jsonl",
                    args.n_users)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs every request at INFO
+    floor = _floor(settings, users[0], rates, args) if args.floor else None
+    return _mode_runs(url, settings, users, modes[0], rates, args, None, floor)
+
+
+def _catalog_runs(args: argparse.Namespace, settings: Settings, rates: list[float]) -> list[dict]:
+    """A synthetic stack per catalog size: floor first (if asked), then each mode's API at every rate."""
+    from serving.bench_stack import running_api, synthetic_stack
+
+    modes = args.mode or list(CATALOG_MODES)
+    if args.url or args.users_file:
+        raise UserError("--catalogs builds its own stacks: --url and --users-file are for a running API")
+    if "llm" in modes:
+        raise UserError("--catalogs runs modes off and warm; mode llm measures a real LLM: run it against your API")
+    if not all(1 <= n <= MAX_CATALOG_ITEMS for n in args.catalogs) or args.catalog_users < 1:
+        raise UserError(f"need 1 <= each catalog <= {MAX_CATALOG_ITEMS} items and --catalog-users >= 1")
+    rows = []
+    for items in args.catalogs:
+        with synthetic_stack(settings, items, args.catalog_users) as stack:
+            users = _users(stack.world_dir / "users.jsonl", args.n_users)
+            floor = _floor(stack.settings, users[0], rates, args, items) if args.floor else None
+            for mode in modes:
+                with running_api(stack, mode) as url:
+                    rows += _mode_runs(url, stack.settings, users, mode, rates, args, items, floor)
+    return rows
+
+
+def _mode_runs(url: str, settings: Settings, users: list[str], mode: str, rates: list[float],
+               args: argparse.Namespace, catalog: int | None, floor: dict | None) -> list[dict]:
     # A trusted service's token: like a web backend, the bench asks for many users.
     headers = bearer_header(settings, ["recommend:any"], name="bench-serve", ttl_days=1)
-    figures = asyncio.run(_bench(url, headers, users, args))
-    _print(figures, args)
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
-    if args.mode in ("off", "warm"):
-        p99 = figures["e2e_ms"].get("p99", math.inf)
-        met = p99 <= GOAL_P99_MS and not figures["errors"]
-        print(f"goal p99 <= {GOAL_P99_MS:.0f} ms at {args.rps:g} rps without a synchronous LLM call: "
-              f"{'met' if met else 'MISSED'} (p99 {p99:.1f} ms, {sum(figures['errors'].values())} errors)")
-        return 0 if met else 1
-    return 0
+    rows = asyncio.run(_bench(url, headers, users, mode, rates, args, catalog))
+    for row in rows:
+        row["floor_ms"] = floor[row["rps_target"]] if floor else None
+        floor_p99 = (row["floor_ms"] or {}).get("p99")
+        api_p99 = row["e2e_ms"].get("p99")
+        row["p99_over_floor"] = round(api_p99 / floor_p99, 2) if api_p99 and floor_p99 else None
+    return rows
 
 
 def _check_url(url: str) -> str:
@@ -128,26 +225,44 @@ def _users(path: Path, n: int) -> list[str]:
     return users
 
 
-async def _bench(url: str, headers: dict, users: list[str], args: argparse.Namespace) -> dict:
+# ---------------------------------------------------------------- the API
+
+
+async def _bench(url: str, headers: dict, users: list[str], mode: str, rates: list[float],
+                 args: argparse.Namespace, catalog: int | None) -> list[dict]:
     import httpx
 
     # Idle connections expire before uvicorn's 5 s keep-alive closes them, so none is reused as it closes.
     limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_IN_FLIGHT, keepalive_expiry=2.0)
+    rows = []
     async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=REQUEST_TIMEOUT_S) as client:
         first = await _get(client, users[0], args.k)
-        _check_mode(first["rerank"]["status"], args.mode)
-        if args.mode == "warm":
+        _check_mode(first["rerank"]["status"], mode)
+        if mode == "warm":
             await _warm(client, users, args.k, args.warm_timeout)
-        if args.warmup_seconds:
-            await _load(client, users, args.k, args.rps, args.warmup_seconds, Results())
-        results = Results()
-        started = time.perf_counter()
-        await _load(client, users, args.k, args.rps, args.seconds, results)
-        elapsed = time.perf_counter() - started
+
+        async def call(i: int) -> httpx.Response:
+            try:
+                resp = await client.get("/recommend", params={"user_id": users[i % len(users)], "k": args.k})
+            except httpx.HTTPError as e:
+                raise Failed(type(e).__name__) from None
+            if resp.status_code != 200:
+                raise Failed(f"HTTP {resp.status_code}")
+            return resp
+
+        for rps in rates:
+            results, elapsed = await _measure(call, rps, args)
+            rows.append(_figures(results, elapsed, catalog, mode, url, rps, args.seconds, len(users)))
+            _print_run(rows[-1])
+    return rows
+
+
+def _figures(results: Results, elapsed: float, catalog: int | None, mode: str, url: str, rps: float,
+             seconds: float, users: int) -> dict:
     asked = sum(n for status, n in results.rerank.items() if status not in NOT_ASKED)
     fell_back = sum(n for status, n in results.rerank.items() if status not in NOT_ASKED | APPLIED)
     return {
-        "mode": args.mode, "url": url, "rps_target": args.rps, "seconds": args.seconds, "users": len(users),
+        "catalog": catalog, "mode": mode, "url": url, "rps_target": rps, "seconds": seconds, "users": users,
         "sent": results.sent, "answered": len(results.e2e_ms), "dropped": results.dropped,
         "achieved_rps": round(len(results.e2e_ms) / elapsed, 1),
         "e2e_ms": _percentiles(results.e2e_ms),
@@ -192,7 +307,96 @@ async def _warm(client, users: list[str], k: int, timeout_s: float) -> None:
     print()
 
 
-async def _load(client, users: list[str], k: int, rps: float, seconds: float, results: Results) -> None:
+# ---------------------------------------------------------------- the floor
+
+
+def _floor(settings: Settings, user: str, rates: list[float], args: argparse.Namespace,
+           catalog: int | None = None) -> dict[float, dict]:
+    """The floor's latency percentiles per rate."""
+    request, candidates = _predict_request(settings, user)
+    m = settings.model
+    address = f"{m.host}:{m.grpc_port}"
+    print(f"floor: Predict ({request.model_spec.signature_name}, {candidates} candidates of user {user}) "
+          f"straight to {address}" + (f", catalog {catalog}" if catalog else ""), flush=True)
+    return asyncio.run(_floor_load(address, request, rates, args))
+
+
+def _predict_request(settings: Settings, user: str):
+    """The PredictRequest the API sends for ``user`` now, and its candidate count: the API's own pipeline
+    (Feast, the candidate generator, the catalog, ``Scorer``) runs up to scoring, and its inputs are kept."""
+    from tensorflow_serving.apis import predict_pb2
+
+    from features.store import FeatureStoreClient
+    from models.retrieval import CandidateGenerator, retrieval_dir
+    from serving.pipeline import ItemCatalog, Pipeline, Scorer
+    from serving.tf_client import PredictClient, tensor_proto
+
+    sent: dict = {}
+
+    class Recording(PredictClient):
+        def predict_versioned(self, inputs, signature="serving_default", version=None):
+            sent.update(inputs=dict(inputs), signature=signature)
+            return super().predict_versioned(inputs, signature, version)
+
+    store = FeatureStoreClient(settings)
+    generator = CandidateGenerator.load(retrieval_dir(settings))
+    catalog = ItemCatalog.load(store, list(generator.catalog.ids))
+    m = settings.model
+    with Recording(m.host, m.grpc_port, m.name) as client:
+        # shortlist stops before the re-rank, so no re-ranker is needed
+        short = Pipeline(settings, store, generator, Scorer(client), None, catalog).shortlist(user)
+    if not sent or short.model is None:
+        raise UserError(f"--floor: the model server at {m.host}:{m.grpc_port} did not score user {user}'s "
+                        f"candidates ({', '.join(short.fallbacks) or 'no candidates'})")
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = m.name
+    request.model_spec.signature_name = sent["signature"]
+    for name, value in sent["inputs"].items():
+        request.inputs[name].CopyFrom(tensor_proto(value))
+    return request, len(sent["inputs"]["item_id"])
+
+
+async def _floor_load(address: str, request, rates: list[float], args: argparse.Namespace) -> dict[float, dict]:
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    from serving.tf_client import MAX_MESSAGE_BYTES
+
+    options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+               ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+    floor = {}
+    async with grpc.aio.insecure_channel(address, options=options) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+        async def call(i: int) -> None:
+            try:
+                await stub.Predict(request, timeout=REQUEST_TIMEOUT_S)
+            except grpc.aio.AioRpcError as e:
+                raise Failed(f"gRPC {e.code().name}") from None
+
+        for rps in rates:
+            results, _ = await _measure(call, rps, args)
+            floor[rps] = {**_percentiles(results.e2e_ms), "errors": dict(results.errors), "dropped": results.dropped}
+            p = floor[rps]
+            print(f"floor at {rps:g} rps: p50 {p.get('p50', math.nan):.2f} ms, p99 {p.get('p99', math.nan):.2f} ms, "
+                  f"errors {p['errors'] or 'none'}", flush=True)
+    return floor
+
+
+# ---------------------------------------------------------------- open-loop load
+
+
+async def _measure(call: Callable[[int], Awaitable], rps: float, args: argparse.Namespace) -> tuple[Results, float]:
+    """Warm-up then the measured load at ``rps``; the results and the measure's wall time."""
+    if args.warmup_seconds:
+        await _load(call, rps, args.warmup_seconds, Results())
+    results = Results()
+    started = time.perf_counter()
+    await _load(call, rps, args.seconds, results)
+    return results, time.perf_counter() - started
+
+
+async def _load(call: Callable[[int], Awaitable], rps: float, seconds: float, results: Results) -> None:
     loop = asyncio.get_running_loop()
     n = int(rps * seconds)
     start = loop.time() + 0.05
@@ -205,26 +409,21 @@ async def _load(client, users: list[str], k: int, rps: float, seconds: float, re
             results.dropped += 1
             continue
         results.sent += 1
-        task = asyncio.create_task(_one(client, users[i % len(users)], k, start + i / rps, results))
+        task = asyncio.create_task(_one(call, i, start + i / rps, results))
         in_flight.add(task)
         task.add_done_callback(in_flight.discard)
     if in_flight:
         await asyncio.wait(in_flight)
 
 
-async def _one(client, user: str, k: int, scheduled: float, results: Results) -> None:
-    import httpx
-
+async def _one(call: Callable[[int], Awaitable], i: int, scheduled: float, results: Results) -> None:
     try:
-        resp = await client.get("/recommend", params={"user_id": user, "k": k})
-    except httpx.HTTPError as e:
-        results.errors[type(e).__name__] += 1
+        answer = await call(i)
+    except Failed as e:
+        results.errors[str(e)] += 1
         return
     e2e_ms = (asyncio.get_running_loop().time() - scheduled) * 1000.0
-    if resp.status_code != 200:
-        results.errors[f"HTTP {resp.status_code}"] += 1
-        return
-    results.record(e2e_ms, resp.json())
+    results.record(e2e_ms, None if answer is None else answer.json())
 
 
 def _percentiles(values: list[float]) -> dict:
@@ -235,19 +434,80 @@ def _percentiles(values: list[float]) -> dict:
             "max": round(max(values), 2), "n": len(values)}
 
 
-def _print(f: dict, args: argparse.Namespace) -> None:
-    print(f"mode {f['mode']}: {f['sent']} requests over {f['seconds']:g}s to {f['url']} "
-          f"({f['achieved_rps']} rps answered, target {f['rps_target']:g}), {f['users']} users, k={args.k}")
-    print(f"{'':<12}{'p50':>9}{'p95':>9}{'p99':>9}{'max':>9}  (ms)")
-    rows = [("end-to-end", f["e2e_ms"]), *f["stages_ms"].items()]
-    for name, p in rows:
-        if p:
-            print(f"{name:<12}{p['p50']:>9.2f}{p['p95']:>9.2f}{p['p99']:>9.2f}{p['max']:>9.2f}")
-    print(f"errors: {f['errors'] or 'none'}; dropped (over {MAX_IN_FLIGHT} in flight): {f['dropped']}")
+# ---------------------------------------------------------------- report
+
+
+def _print_run(f: dict) -> None:
+    """One line as each run ends: what the table has no room for."""
+    where = f"catalog {f['catalog']}, " if f["catalog"] else ""
+    p99 = f["e2e_ms"].get("p99", math.nan)
     rate = f["llm_fallback_rate"]
-    print(f"re-rank: {f['rerank_statuses']}; LLM fallback rate: {'n/a (LLM off)' if rate is None else f'{rate:.1%}'}")
     ages = f["cache_age_s"]
-    if ages:
-        print(f"cached re-rank age (s): p50 {ages['p50']}, p95 {ages['p95']}, max {ages['max']}")
-    elif f["rerank_statuses"].get("cached"):
-        print("cached re-rank age: not reported by the re-ranker (RerankResult has no cache age)")
+    print(f"{where}mode {f['mode']}, {f['rps_target']:g} rps: {f['answered']}/{f['sent']} answered "
+          f"({f['achieved_rps']} rps), p99 {p99:.2f} ms; re-rank {f['rerank_statuses']}, LLM fallback rate "
+          f"{'n/a (LLM off)' if rate is None else f'{rate:.1%}'}"
+          + (f", cached re-rank age p50 {ages['p50']} s, max {ages['max']} s" if ages else ""), flush=True)
+
+
+def _print_table(rows: list[dict], k: int) -> None:
+    first = rows[0]
+    print(f"\n{first['seconds']:g}s per rate, {first['users']} users, k={k}, open loop; latencies in ms; "
+          "stages: p50/p99 from the response's timings_ms")
+    header = (f"{'catalog':>8} {'mode':<5}{'rate':>6}{'rps':>7}{'drop':>6}{'e2e p50':>9}{'p95':>8}{'p99':>8}  "
+              + "".join(f" {s:>11}" for s in STAGE_COLUMNS) + f"  {'floor p50':>9}{'p99':>7}{'API/fl':>7}  errors")
+    print(header)
+    for f in rows:
+        e2e, stages, floor = f["e2e_ms"], f["stages_ms"], f["floor_ms"] or {}
+        ratio = f["p99_over_floor"]
+        print(f"{f['catalog'] or '-':>8} {f['mode']:<5}{f['rps_target']:>6g}{f['achieved_rps']:>7.1f}{f['dropped']:>6}"
+              f"{_ms(e2e, 'p50'):>9}{_ms(e2e, 'p95'):>8}{_ms(e2e, 'p99'):>8}  "
+              + "".join(f" {_ms(stages.get(s, {}), 'p50') + '/' + _ms(stages.get(s, {}), 'p99'):>11}"
+                        for s in STAGE_COLUMNS)
+              + f"  {_ms(floor, 'p50'):>9}{_ms(floor, 'p99'):>7}{'-' if ratio is None else f'{ratio:.2f}':>7}"
+              f"  {_errors(f)}")
+
+
+def _ms(p: dict, key: str) -> str:
+    if key not in p:
+        return "-"
+    return f"{p[key]:.1f}" if p[key] < 100 else f"{p[key]:.0f}"  # a saturated run's seconds still fit
+
+
+def _errors(f: dict) -> str:
+    errors = dict(f["errors"])
+    if f["floor_ms"] and (f["floor_ms"]["errors"] or f["floor_ms"]["dropped"]):
+        errors["floor"] = {**f["floor_ms"]["errors"], "dropped": f["floor_ms"]["dropped"]}
+    return ", ".join(f"{kind}: {n}" for kind, n in errors.items()) or "none"
+
+
+def _goals(rows: list[dict]) -> list[tuple[str, bool]]:
+    """(line, met) for each goal that the rows can judge."""
+    goals = []
+    judged = [f for f in rows if f["mode"] in CATALOG_MODES and f["rps_target"] <= GOAL_RPS]
+    if judged:
+        missed = [f for f in judged if not (f["e2e_ms"].get("p99", math.inf) <= GOAL_P99_MS and not f["errors"])]
+        goals.append((f"goal p99 <= {GOAL_P99_MS:.0f} ms up to {GOAL_RPS:g} rps without a synchronous LLM call: "
+                      + (f"MISSED in {len(missed)}/{len(judged)} runs: "
+                         + "; ".join(f"{_label(f)} p99 {f['e2e_ms'].get('p99', math.inf):.1f} ms, "
+                                     f"{sum(f['errors'].values())} errors" for f in missed)
+                         if missed else f"met in {len(judged)}/{len(judged)} runs"), not missed))
+    catalogs = sorted({f["catalog"] for f in rows if f["catalog"]})
+    if len(catalogs) > 1:
+        by_key = {(f["catalog"], f["mode"], f["rps_target"]): f for f in rows}
+        for mode, rps in dict.fromkeys((f["mode"], f["rps_target"]) for f in rows):
+            small, large = by_key.get((catalogs[0], mode, rps)), by_key.get((catalogs[-1], mode, rps))
+            if not (small and large and small["e2e_ms"] and large["e2e_ms"]):
+                continue
+            ratio = large["e2e_ms"]["p99"] / small["e2e_ms"]["p99"]
+            met = ratio <= GOAL_CATALOG_RATIO
+            line = (f"p99 at {catalogs[-1]} items / at {catalogs[0]} items, mode {mode}, {rps:g} rps: {ratio:.2f} "
+                    f"(goal <= {GOAL_CATALOG_RATIO:.2f})")
+            if rps <= GOAL_RPS:
+                goals.append((f"{line}: {'met' if met else 'MISSED'}", met))
+            else:
+                goals.append((f"{line}, not judged above {GOAL_RPS:g} rps", True))
+    return goals
+
+
+def _label(f: dict) -> str:
+    return (f"catalog {f['catalog']} " if f["catalog"] else "") + f"mode {f['mode']} at {f['rps_target']:g} rps"

@@ -30,7 +30,7 @@ import grpc
 import numpy as np
 
 from features.user_state import decay_features_to
-from models.examples import RequestContext, serving_inputs
+from models.examples import RANK_SIGNATURE, RequestContext, request_inputs, serving_inputs
 from models.retrieval import CandidateGenerator
 from serving.diversity import mmr
 from serving.rerank import Candidate as RerankCandidate
@@ -177,37 +177,45 @@ class ItemCatalog:
 class Scorer:
     """Wide & Deep scores from the model server: one Predict call per candidate batch.
 
-    The signature is read from the server (lazily, and again after a failure), so the
-    client follows what is served: the live model or the no-live ablation, and its output name.
+    The signatures are read from the server (lazily, and again after a failure), so the client follows
+    what is served: the live model or the no-live ablation, its output name, and whether it has the
+    ``rank`` signature (the request's inputs once plus candidate ids: nothing built per candidate),
+    else ``serving_default`` with one row per candidate (versions exported before ``rank`` existed).
     """
 
     def __init__(self, client: PredictClient):
         self.client = client
-        self._signature: tuple[bool, str] | None = None  # (takes live inputs, output name)
+        self._signature: tuple[bool, str, bool] | None = None  # (takes live inputs, output name, has rank)
 
     def score(self, session: dict | None, items: Sequence[dict], profile: dict | None,
               request: RequestContext) -> tuple[np.ndarray, ModelInfo]:
         if self._signature is None:
             self._signature = self._read_signature()
-        live, output = self._signature
-        inputs = serving_inputs(session, items, profile, request, live=live)
+        live, output, rank = self._signature
+        if rank:
+            inputs = request_inputs(session, profile, request, live=live)
+            inputs["item_id"] = np.array([item["item_id"] for item in items], dtype=object)
+        else:
+            inputs = serving_inputs(session, items, profile, request, live=live)
         try:
-            outputs, name, version = self.client.predict_versioned(inputs)
+            outputs, name, version = self.client.predict_versioned(inputs, RANK_SIGNATURE if rank else "serving_default")
         except PredictError:
-            self._signature = None  # the served version may have changed: read its signature again
+            self._signature = None  # the served version may have changed: read its signatures again
             raise
         if output not in outputs:
             self._signature = None
             raise PredictError(grpc.StatusCode.INVALID_ARGUMENT, f"the model answered {sorted(outputs)}, not {output!r}")
         return np.asarray(outputs[output], dtype=np.float64).reshape(len(items)), ModelInfo(name, version)
 
-    def _read_signature(self) -> tuple[bool, str]:
-        signature = self.client.metadata().signatures.get("serving_default")
+    def _read_signature(self) -> tuple[bool, str, bool]:
+        signatures = self.client.metadata().signatures
+        signature = signatures.get("serving_default")
         if signature is None or len(signature.outputs) != 1:
             raise PredictError(grpc.StatusCode.FAILED_PRECONDITION,
                                f"model {self.client.model_name!r} has no serving_default signature with one output")
         (output,) = signature.outputs
-        return "device" in signature.inputs, output  # the no-live ablation has no live inputs at all
+        # The no-live ablation has no live inputs at all.
+        return "device" in signature.inputs, output, RANK_SIGNATURE in signatures
 
 
 class Pipeline:

@@ -21,16 +21,18 @@ import pandas as pd
 from streamrec.vocabulary import daypart
 from models.baselines import BPR
 from models.data import IdEncoder, encoded_positives
-from models.retrieval.index import ExactIndex, IVFIndex, load_index, read_saved, top_k
+from models.retrieval.index import (
+    INDEX_KINDS, ExactIndex, FaissIVFIndex, IVFIndex, build_index, load_index, read_saved, top_k,
+)
 from models.retrieval.sources import (
     CONTEXT_FIELDS, ContextPopularity, content_scores, genre_vectors, live_affinity, mips_vectors,
     normalized_context,
 )
+from streamrec.config import ServingConfig
 from streamrec.errors import UserError
 
 _FORMAT_VERSION = 1
 RETRIEVAL_DIR = "retrieval"
-INDEX_KINDS = ("exact", "ivf")
 REQUIRED_COLUMNS = ("user_id", "item_id", "ts_ms", "device", "label")
 
 
@@ -69,7 +71,7 @@ def retrieval_dir(settings) -> Path:
 class CandidateGenerator:
     def __init__(
         self, catalog_ids, genres: np.ndarray, item_users: np.ndarray, user_ids, user_vectors: np.ndarray,
-        index: ExactIndex | IVFIndex, popularity: ContextPopularity, config: MixerConfig, info: dict,
+        index: ExactIndex | IVFIndex | FaissIVFIndex, popularity: ContextPopularity, config: MixerConfig, info: dict,
     ):
         self.catalog = IdEncoder(catalog_ids)
         if list(self.catalog.ids) != list(catalog_ids):
@@ -93,15 +95,17 @@ class CandidateGenerator:
 
     @classmethod
     def fit(
-        cls, events: pd.DataFrame, items: Mapping[str, Mapping], *, bpr: BPR | None = None, index: str = "exact",
-        n_lists: int | None = None, nprobe: int | None = None, config: MixerConfig = MixerConfig(),
-        timezone: str = "UTC",
+        cls, events: pd.DataFrame, items: Mapping[str, Mapping], *, bpr: BPR | None = None, index: str = "auto",
+        n_lists: int | None = None, nprobe: int | None = None, index_k: int = ServingConfig.candidates,
+        config: MixerConfig = MixerConfig(), timezone: str = "UTC",
     ) -> CandidateGenerator:
         """Learn from a labelled event log (``models.retrieval.log.load_event_log``) and the item catalog
         (item_id -> record with ``genres``, as ``features.offline.load_items`` reads it).
 
         Events on items outside the catalog are dropped (they could never be served); ``info`` counts them.
         ``timezone`` (``settings.features.timezone``) places each watch in its day-part and weekend.
+        ``index``: one of ``models.retrieval.index.INDEX_KINDS``; ``auto`` is exact for a small catalog, the faiss
+        IVF for a large one, its nprobe tuned for recall@``index_k`` (the serving candidate count) on these users.
         """
         missing = [c for c in REQUIRED_COLUMNS if c not in events.columns]
         if missing:
@@ -120,8 +124,9 @@ class CandidateGenerator:
         bpr = (bpr or BPR(progress=False)).fit(positives, len(users), len(mf_items))
         user_vectors, item_vectors = mips_vectors(bpr)
         ids = mf_items.ids.tolist()
-        built = (ExactIndex(ids, item_vectors) if index == "exact"
-                 else IVFIndex.build(ids, item_vectors, n_lists, nprobe, seed=bpr.seed))
+        # Known users are the only ones the index serves, so their vectors are the queries to tune it on.
+        built = build_index(index, ids, item_vectors, queries=user_vectors, k=index_k, n_lists=n_lists,
+                            nprobe=nprobe, seed=bpr.seed)
         item_users = np.bincount(catalog.encode(mf_items.decode(positives["item_idx"])), minlength=len(catalog))
         info = {
             "events": int(len(events)), "dropped_not_in_catalog": int((~in_catalog).sum()),

@@ -1,5 +1,5 @@
-"""Candidate retrieval: exact and IVF top-K, the content and contextual-popular sources, the mixer, persistence,
-and recall on a time split."""
+"""Candidate retrieval: exact and IVF top-K (the faiss IVF and ``auto``: test_index.py), the content and
+contextual-popular sources, the mixer, persistence, and recall on a time split."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,7 +14,7 @@ from models.retrieval import (
     train_events,
 )
 from models.retrieval import index as index_module
-from models.retrieval.index import top_k
+from models.retrieval.index import build_index, top_k
 from streamrec.errors import UserError
 from streams.generator import generate_world
 
@@ -72,6 +72,17 @@ def test_top_k_breaks_ties_by_lower_code_and_skips_banned():
     assert top_k(scores, 10, banned).tolist() == [3, 2, 5, 0, 6]
 
 
+def test_top_k_matches_a_stable_sort_when_most_codes_are_banned():
+    rng = np.random.default_rng(5)
+    scores = rng.integers(0, 40, 5000).astype(np.float32)  # many ties
+    banned = rng.random(5000) < 0.9
+    allowed = np.flatnonzero(~banned)
+    expected = allowed[np.argsort(-scores[allowed], kind="stable")]
+    assert top_k(scores, 50, banned).tolist() == expected[:50].tolist()
+    assert top_k(scores, 10_000, banned).tolist() == expected.tolist()
+    assert top_k(scores, 5, np.ones(5000, bool)).tolist() == []
+
+
 def test_ivf_finds_most_of_the_exact_top_k_on_clustered_vectors_and_all_of_it_probing_every_list():
     rng = np.random.default_rng(2)
     vectors, queries = _clustered(rng, 4000), _clustered(rng, 200)
@@ -87,11 +98,11 @@ def test_ivf_finds_most_of_the_exact_top_k_on_clustered_vectors_and_all_of_it_pr
     assert np.array_equal(every_list.search(queries, 25, exclude)[0], exact.search(queries, 25, exclude)[0])
 
 
-@pytest.mark.parametrize("kind", ["exact", "ivf"])
+@pytest.mark.parametrize("kind", ["exact", "ivf", "faiss_ivf"])
 def test_index_save_load_round_trip(tmp_path, kind):
     rng = np.random.default_rng(3)
     vectors, queries = _clustered(rng, 600), _clustered(rng, 20)
-    index = ExactIndex(_ids(600), vectors) if kind == "exact" else IVFIndex.build(_ids(600), vectors, 12, 3)
+    index = build_index(kind, _ids(600), vectors, n_lists=12, nprobe=3)
     index.save(tmp_path)
     loaded = load_index(tmp_path)
     assert type(loaded) is type(index) and loaded.ids.tolist() == _ids(600)
@@ -199,7 +210,7 @@ def test_the_same_log_and_seed_give_the_same_generator(generator):
     assert generator.info["dropped_not_in_catalog"] == 2
 
 
-@pytest.mark.parametrize("index", ["exact", "ivf"])
+@pytest.mark.parametrize("index", ["exact", "ivf", "faiss_ivf"])
 def test_save_load_round_trip_gives_identical_candidates(tmp_path, index):
     fitted = CandidateGenerator.fit(_log(), _catalog(), bpr=BPR(factors=8, epochs=10, progress=False), index=index,
                                     n_lists=4, nprobe=2, config=MixerConfig(content_share=0.2))

@@ -12,7 +12,15 @@ import tensorflow as tf
 
 from streamrec.vocabulary import GENRES
 from features.user_state import FEATURE_COLUMNS
-from models.examples import SHARE_COLUMNS, RequestContext, input_spec, serving_inputs
+from models.examples import (
+    RANK_SIGNATURE,
+    SHARE_COLUMNS,
+    RequestContext,
+    input_spec,
+    item_frame,
+    request_inputs,
+    serving_inputs,
+)
 from models.export import KERAS_FILE, METADATA, export_model, next_version
 from models.train import fit
 from models.wide_deep import OUTPUT, WideDeepConfig, build_model
@@ -119,3 +127,23 @@ def test_export_then_reload_scores_like_the_keras_model(models, live, tmp_path):
     assert set(metadata["features"]) == set(input_spec(live))
 
     assert export_model(model, model_dir, live, {})[0] == 2
+
+
+@pytest.mark.parametrize("live", [True, False])
+def test_the_rank_signature_scores_a_request_like_one_row_per_candidate(models, live, tmp_path):
+    """The request's inputs once plus candidate ids give the scores of the full per-pair batch, the catalog's
+    item features looked up inside the model; an id the catalog lacks is scored as an unknown item."""
+    model = models[live]
+    _, path = export_model(model, tmp_path / "wide_deep", live, {}, items=item_frame(ITEMS[:15]))
+    rank = tf.saved_model.load(str(path)).signatures[RANK_SIGNATURE]
+    candidates = [ITEMS[7], ITEMS[2], ITEMS[14], {"item_id": "not-in-catalog"}]
+    profile = {"profile_events": 20, "share_comedy": 0.5, "share_action": 0.5}
+    context = RequestContext("u1", T0 + 3_600_000 * 20, "tv")
+    once = request_inputs(session("u1", 2), profile, context, live=live)
+    assert all(value.shape[0] == 1 for value in once.values())
+    ids = np.array([c["item_id"] for c in candidates], dtype=object)
+    served = rank(**{name: tf.constant(v) for name, v in once.items()}, item_id=tf.constant(ids))[OUTPUT].numpy()
+    expected = scores(model, serving_inputs(session("u1", 2), candidates, profile, context, live=live))
+    assert served.shape == (4, 1)
+    np.testing.assert_allclose(served.ravel(), expected, rtol=1e-6, atol=1e-7)
+    assert json.loads((path / METADATA).read_text())["rank_signature"] == {"name": RANK_SIGNATURE, "catalog_items": 15}
