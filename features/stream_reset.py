@@ -53,6 +53,7 @@ def reset_offsets(settings: Settings, to: str, echo=print) -> dict:
 
     # The new checkpoint is built beside the old one, then swapped in: a crash leaves one or the other.
     shutil.rmtree(fresh, ignore_errors=True)
+    fresh.mkdir(parents=True)
     users = StateStore(paths.state).write_base(StreamPaths(fresh, paths.stats, paths.heartbeat).state) if paths.state.is_dir() else 0
     info = {"epoch": previous["epoch"] + 1, "starting_offsets": start, "reset_at": stamp, "reset_to": to,
             "previous": aside.name if paths.checkpoint.exists() else None}
