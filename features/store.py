@@ -31,8 +31,10 @@ from feast import FeatureStore, FeatureView, RepoConfig
 from feast.errors import FeatureViewNotFoundException
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import compute_table_id
+from feast.infra.provider import get_provider
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
+from feast.type_map import feast_value_type_to_python_type
 from feast.types import Int64, from_feast_to_pyarrow_type
 
 from streamrec.vocabulary import GENRE_INDEX, GENRE_SLUGS
@@ -247,6 +249,33 @@ class FeatureStoreClient:
 
     def item_features(self, item_ids: Iterable[str]) -> list[dict]:
         return self._online(self.defs.item_view, item_ids)
+
+    def user_features(self, user_id: str) -> tuple[dict, dict]:
+        """One user's session row and profile row (every feature None when absent): what a request reads.
+
+        Through the online store's own read (Feast's ``OnlineStore.online_read``, any backend), not
+        ``get_online_features``, whose registry lookups and response building are half of a ~1.5 ms read."""
+        join_key = self.defs.session_view.entity_columns[0].name  # the profile view's too
+        key = EntityKey(join_keys=[join_key], entity_values=[Value(string_val=str(user_id))])
+        rows = []
+        for view in self._request_views:
+            ((_, values),) = self._online_store.online_read(self.config, view, [key], None)
+            values = values or {}
+            rows.append({join_key: user_id, **{f.name: feast_value_type_to_python_type(values[f.name])
+                                                if f.name in values else None for f in view.features}})
+        return rows[0], rows[1]
+
+    @functools.cached_property
+    def _online_store(self):
+        return get_provider(self.config).online_store
+
+    @functools.cached_property
+    def _request_views(self) -> tuple[FeatureView, FeatureView]:
+        """The registered session and profile views, read once (the API restarts after `features apply`)."""
+        try:
+            return tuple(self.store.get_feature_view(v.name) for v in (self.defs.session_view, self.defs.profile_view))
+        except FeatureViewNotFoundException as e:
+            raise UserError(f"{e}: not registered in {self.config.registry.path}; run `streamrec features apply`") from None
 
     def _online(self, view: FeatureView, ids: Iterable[str]) -> list[dict]:
         key = view.entity_columns[0].name

@@ -87,6 +87,13 @@ class StreamPaths:
         """Written by ``--reset-offsets``: this checkpoint's epoch and the offsets it starts from."""
         return self.checkpoint / "run.json"
 
+    def heartbeat_pid(self) -> int | None:
+        """The pid the heartbeat names (the job's process while a query runs), or None without one."""
+        try:
+            return int(self.heartbeat.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def run_info(self) -> dict:
         """``{"epoch": n, "starting_offsets": {...} | None}``; epoch 0 for a checkpoint never reset."""
         try:
@@ -144,12 +151,13 @@ def check_offsets(settings: Settings, echo=print, attempts: int = CHECK_ATTEMPTS
     from kafka.errors import KafkaError
 
     from streams.kafka_source import RESUME_HINT, Fingerprints, OffsetMismatchError, verify_fingerprints
+    from streams.kafka_util import BrokerUnavailable
 
     known = Fingerprints(StreamPaths.of(settings).fingerprints).load()
     for attempt in range(1, attempts + 1):
         try:
             problems = verify_fingerprints(settings.kafka, known)
-        except (UserError, KafkaError) as e:
+        except (BrokerUnavailable, KafkaError) as e:  # a bad setting (a UserError) stays final: no crash loop
             raise BrokerUnreachable(f"cannot check the offsets against the broker yet: {e}") from e
         if not problems:
             return

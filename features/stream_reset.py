@@ -27,12 +27,15 @@ CHOICES = ("earliest", "latest")
 
 
 def _running_pid(paths: StreamPaths) -> int | None:
-    try:
-        pid = int(paths.heartbeat.read_text().split()[0])
-        os.kill(pid, 0)
-        return pid
-    except (OSError, ValueError, IndexError):
+    """The stream job's pid if its heartbeat names a live process."""
+    pid = paths.heartbeat_pid()
+    if pid is None:
         return None
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return None
+    return pid
 
 
 def reset_offsets(settings: Settings, to: str, echo=print) -> dict:

@@ -1,4 +1,5 @@
-"""The project's own long-running jobs as stack components: the stream job and the recommend API.
+"""The project's own long-running jobs as stack components: the stream job, the ingest endpoint and the
+recommend API (with its web page).
 
 Unlike the broker or Redis they need inputs first (a catalog, a model), so
 ``missing(settings)`` says what is absent and ``infra up`` skips them until then.
@@ -6,7 +7,6 @@ Unlike the broker or Redis they need inputs first (a catalog, a model), so
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from infra import process
 from infra.process import Service
@@ -24,19 +24,12 @@ def stream_missing(settings: Settings) -> str | None:
     return None if catalog.is_file() else f"no item catalog at {catalog} yet (streamrec generate)"
 
 
-def _heartbeat_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def stream_service(settings: Settings) -> Service:
     """The stream job under ``infra.supervisor``: restarted with backoff after a crash or an outage."""
     from features.stream_job import StreamPaths
     from infra import supervisor
 
-    heartbeat = StreamPaths.of(settings).heartbeat
+    paths = StreamPaths.of(settings)
     svc = Service(
         name="stream",
         argv=[],
@@ -53,10 +46,32 @@ def stream_service(settings: Settings) -> Service:
         # Ready once this supervisor's current child has started its query (stale files name other pids).
         state = supervisor.read_state(svc.state_file) or {}
         child = state.get("child_pid")
-        return child is not None and state.get("pid") == process.running_pid(svc) and _heartbeat_pid(heartbeat) == child
+        return child is not None and state.get("pid") == process.running_pid(svc) and paths.heartbeat_pid() == child
 
     svc.ready = ready
     return svc
+
+
+def ingest_service(settings: Settings) -> Service:
+    """``streamrec ingest-http``: POST /events for HTTP producers and the web page."""
+    import httpx
+
+    port = settings.ingest.http_port
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0).status_code < 500
+        except httpx.HTTPError:
+            return False
+
+    return Service(
+        name="ingest",
+        argv=_cli("ingest-http", "--port", str(port)),
+        ready=ready,
+        data_dir=settings.data_path,
+        env={"STREAMREC_DATA_DIR": str(settings.data_path)},
+        start_timeout_s=60.0,
+    )
 
 
 def api_missing(settings: Settings) -> str | None:

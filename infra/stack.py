@@ -36,6 +36,7 @@ COMPONENTS: tuple[Component, ...] = (
     Component("llm", llm.llm_service, llm.is_embedded, missing=lambda s: "; ".join(llm.missing()) or None),
     Component("model-server", model_server_service),
     Component("stream", apps.stream_service, missing=apps.stream_missing),
+    Component("ingest", apps.ingest_service),
     Component("api", apps.api_service, missing=apps.api_missing),
 )
 

@@ -93,17 +93,17 @@ def build_model(
     norm = layers.Normalization(mean=stats.mean(axis=0), variance=np.maximum(stats.var(axis=0), 1e-6),
                                 name="numeric_norm")
 
-    wide = [item_genres, _cross(_top_genre(shares), item_genres)]
+    wide = [item_genres, _outer(_top_genre(shares), item_genres)]
     deep = [user_emb, item_emb, user_emb * item_emb, norm(numeric), item_genres, shares, _overlap(shares, item_genres)]
     if live:
         daypart = _one_hot(x["daypart"], DAYPARTS, "daypart")
         device = _one_hot(x["device"], DEVICES, "device")
         is_weekend = ops.cast(x["is_weekend"], "float32")
         weekend = ops.concatenate([1.0 - is_weekend, is_weekend], axis=1)
-        context = ops.reshape(ops.einsum("bi,bj,bk->bijk", daypart, device, weekend), (-1, 50))
+        context = _outer(_outer(daypart, device), weekend)
         affinity = ops.cast(x["affinity"], "float32")
         affinity = affinity / ops.maximum(ops.sum(affinity, axis=1, keepdims=True), 1e-9)
-        wide += [_cross(c, item_genres) for c in (daypart, device, weekend, context, _top_genre(affinity))]
+        wide += [_outer(c, item_genres) for c in (daypart, device, weekend, context, _top_genre(affinity))]
         session_emb = _known_mean(item_lookup(x["last_items"]), item_table)
         deep += [session_emb, affinity, _overlap(affinity, item_genres), affinity * item_genres,
                  daypart, device, weekend]
@@ -152,9 +152,11 @@ def _top_genre(weights):
     return ops.one_hot((ops.cast(ops.argmax(weights, axis=1), "int32") + 1) * has_any, _N_GENRES + 1)
 
 
-def _cross(a, item_genres):
-    """Every (category of ``a``, item genre) pair as one feature: the outer product, flattened."""
-    return ops.reshape(ops.einsum("bi,bj->bij", a, item_genres), (-1, a.shape[1] * _N_GENRES))
+def _outer(a, b):
+    """Row-wise outer product, flattened: (batch, i) x (batch, j) -> (batch, i * j); with the item's genres, a
+    cross: every (category, item genre) pair as one feature. A broadcast multiply: TF runs einsum as a batched
+    matmul, ~5x the cost for factors this small."""
+    return ops.reshape(a[:, :, None] * b[:, None, :], (-1, a.shape[1] * b.shape[1]))
 
 
 def _overlap(weights, item_genres):

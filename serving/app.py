@@ -1,4 +1,5 @@
-"""The recommend API (ASGI): ``/recommend``, ``/healthz``, ``/metrics``, and FastAPI's OpenAPI docs.
+"""The recommend API (ASGI): ``/recommend``, ``/healthz``, ``/metrics``, the web page (``/ui/``, ``serving.web``)
+and FastAPI's OpenAPI docs.
 
 ``create_app(settings)`` loads everything the pipeline needs (Feast client, the trained
 candidate generator, the item catalog, the TF Serving client, the re-ranker), so a bad
@@ -13,10 +14,12 @@ The caller's identity is what the re-ranker's fair queue and rate limit go by.
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Literal
 
+import anyio
 import httpx
 from fastapi import Depends, FastAPI, Query
 from fastapi.responses import JSONResponse, Response
@@ -27,7 +30,7 @@ from streamrec.http_auth import HttpAuth, http_error
 from streamrec.http_errors import documented
 from streamrec.http_limits import MAX_QUERY_BYTES, QueryLimit
 from streamrec.ids import ID_PATTERN, MAX_ID_CHARS
-from streamrec.vocabulary import DEVICES
+from streamrec.vocabulary import DEVICES, latest_at_hour
 from infra.llm import resolve_endpoint
 from models.retrieval import CandidateGenerator, retrieval_dir
 from serving.metrics import CONTENT_TYPE, ServingMetrics
@@ -35,6 +38,7 @@ from serving.pipeline import FeatureStoreUnavailable, ItemCatalog, Pipeline, Rec
 from serving.rerank import Reranker
 from serving.rerank.prompt import MAX_REQUEST_CHARS
 from serving.tf_client import PredictClient, PredictError
+from serving.web import add_web_ui
 from serving.worker import DEFAULT_GROUP, RefreshWorker
 from streamrec.config import Settings
 
@@ -84,6 +88,8 @@ def create_app(settings: Settings, *, with_worker: bool = False, worker_group: s
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # Plain-def endpoints and dependencies run on anyio's thread pool; its limiter bounds them all.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.serving.threads
         if services.worker is not None:
             services.worker.start()
         try:
@@ -109,14 +115,19 @@ def create_app(settings: Settings, *, with_worker: bool = False, worker_group: s
         k: int = Query(min(10, top_n), ge=1, le=top_n, description=f"items to return, 1..{top_n} (serving.top_n)"),
         device: Device | None = Query(None, description="the device asking now; default: the user's last one"),
         q: str | None = Query(None, max_length=MAX_REQUEST_CHARS, description="free-text request for the re-rank"),
+        hour: int | None = Query(None, ge=0, le=23, description="answer as at this hour (features.timezone): the "
+                                 "latest such hour, today or yesterday; the context and the features' decay follow"),
+        compare: bool = Query(False, description="also return the top k before the re-rank (before_rerank)"),
         caller: Principal = Depends(auth.caller()),
     ) -> Recommendation:
         try:
             caller.require_read(user_id)
         except AuthError as e:
             raise http_error(e) from None
+        at_ms = None if hour is None else latest_at_hour(int(time.time() * 1000), hour, settings.features.timezone)
         # A plain def: FastAPI runs it on its thread pool, as the pipeline blocks on Feast and gRPC.
-        rec = services.pipeline.recommend(user_id, k, device, q or None, client=caller.client)
+        rec = services.pipeline.recommend(user_id, k, device, q or None, client=caller.client, at_ms=at_ms,
+                                          compare=compare)
         services.metrics.observe_request(
             rec.timings_ms, "cold_start" if rec.cold_start else "personal", rec.fallbacks, rec.rerank.status,
             rec.features.age_s, rec.rerank.cache_age_s,
@@ -147,6 +158,8 @@ def create_app(settings: Settings, *, with_worker: bool = False, worker_group: s
              responses=auth.responses())
     def metrics() -> Response:
         return Response(services.metrics.render(), media_type=CONTENT_TYPE)
+
+    add_web_ui(app, settings, auth, services.pipeline.catalog.rows, services.pipeline.generator.user_ids)
 
     return app
 

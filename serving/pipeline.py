@@ -19,6 +19,7 @@ re-ranker about the same candidates in the same context.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -112,6 +113,7 @@ class Recommendation:
     timings_ms: dict[str, float]  # STAGES
     rerank: RerankInfo
     fallbacks: list[str]  # cold_start, features_unavailable, model_unavailable, model_error, rerank_<status>
+    before_rerank: list[RecommendedItem] | None = None  # asked for: the top k in Wide & Deep + MMR order
 
 
 # ---------------------------------------------------------------- the stages
@@ -229,16 +231,19 @@ class Pipeline:
         self.catalog = catalog
         self.clock = clock
         self._known_users = set(generator.user_ids)
-        # Feast's SQLite store shares one connection between threads; reads are ~1 ms, so a lock costs little.
-        self._store_lock = threading.Lock()
+        # Feast's SQLite store shares one connection between threads (reads are ~1 ms, so a lock costs little);
+        # Redis clients take a connection from a pool per call.
+        sqlite = settings.feast.online_store == "sqlite"
+        self._store_lock = threading.Lock() if sqlite else contextlib.nullcontext()
 
     # ---- the whole request
 
     def recommend(self, user_id: str, k: int, device: str | None = None, q: str | None = None,
-                  client: str | None = None) -> Recommendation:
-        """``client``: who asks (the re-ranker's fair queue and rate limit go by it)."""
+                  client: str | None = None, at_ms: int | None = None, compare: bool = False) -> Recommendation:
+        """``client``: who asks (the re-ranker's fair queue and rate limit go by it); ``at_ms``: answer as at
+        that time (default now); ``compare``: also return the list before the re-rank."""
         started = time.perf_counter()
-        short = self.shortlist(user_id, device)
+        short = self.shortlist(user_id, device, at_ms)
         t = time.perf_counter()
         result = self.reranker.rerank(user_id, short.rerank_candidates(), short.context, q, client=client)
         timings = {**short.timings_ms, "rerank": _ms(t)}
@@ -252,14 +257,16 @@ class Pipeline:
             user_id=user_id, k=k, cold_start=short.cold_start, items=items, features=_snapshot(short),
             model=short.model, timings_ms={stage: round(timings[stage], 3) for stage in STAGES},
             rerank=_rerank_info(result), fallbacks=fallbacks,
+            before_rerank=[_item(s, RankedItem(s.item_id, n, s.relevance, ""))
+                           for n, s in enumerate(short.items[:k], 1)] if compare else None,
         )
 
     # ---- up to the re-rank
 
-    def shortlist(self, user_id: str, device: str | None = None) -> Shortlist:
+    def shortlist(self, user_id: str, device: str | None = None, at_ms: int | None = None) -> Shortlist:
         timings: dict[str, float] = {}
         t = time.perf_counter()
-        now_ms = int(self.clock() * 1000)
+        now_ms = int(self.clock() * 1000) if at_ms is None else int(at_ms)
         try:
             stored, profile = self.read_features(user_id)
             cold = stored is None and profile is None and user_id not in self._known_users
@@ -305,8 +312,7 @@ class Pipeline:
         """The stored session row and the profile, each None when the user has none."""
         try:
             with self._store_lock:
-                (stored,) = self.store.online_features([user_id])
-                (profile,) = self.store.profile_features([user_id])
+                stored, profile = self.store.user_features(user_id)
         except Exception as e:  # any failure of the store is the store's, not this request's
             log.warning("online feature read failed: %s: %s", type(e).__name__, e)
             raise FeatureStoreUnavailable(f"feature store unavailable: {type(e).__name__}: {e}") from e

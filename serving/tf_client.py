@@ -84,7 +84,7 @@ class PredictClient:
             name=response.model_spec.name,
             version=response.model_spec.version.value,
             signatures={
-                name: Signature(inputs=_specs(sig.inputs), outputs=_specs(sig.outputs))
+                name: Signature(inputs=tensor_specs(sig.inputs), outputs=tensor_specs(sig.outputs))
                 for name, sig in signature_map.signature_def.items()
                 if sig.method_name  # skips __saved_model_init_op, which is not callable
             },
@@ -119,7 +119,8 @@ def tensor_proto(value: np.ndarray) -> tensor_pb2.TensorProto:
                                   tensor_content=np.ascontiguousarray(value).tobytes())
 
 
-def _specs(tensor_infos) -> dict[str, tf.TensorSpec]:
+def tensor_specs(tensor_infos) -> dict[str, tf.TensorSpec]:
+    """A SignatureDef's inputs or outputs (name -> TensorInfo) as TensorSpecs; -1 dimensions as None."""
     return {
         name: tf.TensorSpec(shape=_shape(info.tensor_shape), dtype=tf.dtypes.as_dtype(info.dtype), name=name)
         for name, info in tensor_infos.items()

@@ -127,6 +127,20 @@ def recommend(settings: Settings, headers: dict, user: str, k: int = 5, wait_rer
         time.sleep(3)
 
 
+def ui_url(settings: Settings, user: str) -> str:
+    """The web page's URL for ``user``, with a token to read every viewer and publish events in its fragment
+    (a fragment never reaches a server, so the token is in no access log)."""
+    from urllib.parse import urlencode
+
+    from streamrec.auth import bearer_header
+
+    fragment = {"user": user}
+    header = bearer_header(settings, ["recommend:any", "events:write"], name="web-page", ttl_days=1)
+    if header:  # none when auth is off
+        fragment["token"] = header["Authorization"].removeprefix("Bearer ")
+    return f"http://127.0.0.1:{settings.serving.port}/ui/#{urlencode(fragment)}"
+
+
 def show_tokens(settings: Settings, user: str) -> dict:
     """Mint and print the tokens the demo uses and one to try; the headers of the demo's own."""
     from streamrec.auth import bearer_header, secret_path
@@ -206,8 +220,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     out = settings.data_path / "reports" / "world"
     print_evaluation(run_evaluation(settings, log, out, progress=False), out, indent="   ")
 
-    step("recommend API up; recommendations now")
-    stack.up(settings, only=["api"])
+    step("recommend API (and its web page) and the ingest endpoint up; recommendations now")
+    stack.up(settings, only=["ingest", "api"])
     headers = show_tokens(settings, sample[0])
     items = [json.loads(line) for line in (world / "items.jsonl").open()]
     for user in sample:
@@ -227,8 +241,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         show_recommendations(recommend(settings, headers, user, wait_rerank_s=args.rerank_wait))
 
     step.done()
-    print("\ndemo done; the stack keeps running (API on "
+    print("\ndemo done; the stack keeps running (API docs on "
           f"http://127.0.0.1:{settings.serving.port}/docs): streamrec infra status | streamrec infra down")
+    print(f"web page (watch {sample[0]}'s list change as you click and watch): {ui_url(settings, sample[0])}")
     return 0
 
 

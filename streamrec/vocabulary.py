@@ -5,7 +5,7 @@ names, so they live in one place.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 # The 18 MovieLens genres, in MovieLens order.
@@ -40,3 +40,15 @@ def local_time(ts_ms: int, tz: str = "UTC") -> datetime:
 
 def is_weekend(dt: datetime) -> bool:
     return dt.weekday() >= 5
+
+
+def latest_at_hour(now_ms: int, hour: int, tz: str = "UTC") -> int:
+    """The latest moment at or before ``now_ms`` whose local time (``tz``) is ``hour``:00, in epoch ms:
+    "this evening" asked in the morning is yesterday evening, so the features it reads are never from its future."""
+    if not 0 <= hour <= 23:
+        raise ValueError(f"hour must be 0..23, got {hour}")
+    now = local_time(now_ms, tz)
+    at = now.replace(hour=hour, minute=0, second=0, microsecond=0)
+    if at > now:
+        at = (now - timedelta(days=1)).replace(hour=hour, minute=0, second=0, microsecond=0)
+    return int(at.timestamp() * 1000)

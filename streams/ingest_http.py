@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 
 import msgspec
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from kafka.errors import KafkaError
 from pydantic import BaseModel
@@ -152,6 +153,16 @@ class Publisher:
             self._failed_at, self._why = time.monotonic(), str(e)
 
 
+def page_origins(settings: Settings) -> list[str]:
+    """The origins whose pages may publish: the recommend API's web page (by every name of a local
+    address it answers on) and ``ingest.cors_origins``."""
+    port = settings.serving.port
+    hosts = {"127.0.0.1", "localhost"} if settings.serving.host in ("127.0.0.1", "0.0.0.0", "localhost") else set()
+    hosts.add(settings.serving.host)
+    extra = [o.strip().rstrip("/") for o in settings.ingest.cors_origins.split(",") if o.strip()]
+    return sorted({f"http://{h}:{port}" for h in hosts - {"0.0.0.0"}} | set(extra))
+
+
 def create_ingest_app(settings: Settings) -> FastAPI:
     auth = HttpAuth(settings)
     max_body = settings.ingest.max_body_bytes
@@ -168,6 +179,9 @@ def create_ingest_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="streamrec ingest", lifespan=lifespan)
     app.openapi = lambda: _with_event_schema(app)
     app.add_middleware(QueryLimit)
+    # The recommend API's page (serving.web) publishes from the browser, from another port: another origin.
+    app.add_middleware(CORSMiddleware, allow_origins=page_origins(settings), allow_methods=["POST"],
+                       allow_headers=["Authorization", "Content-Type"], max_age=600)
 
     def ingest(items: list[bytes]) -> list[EventResult]:
         return [

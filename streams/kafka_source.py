@@ -226,16 +226,16 @@ def fingerprint(timestamp_ms: int, key: bytes | None, value: bytes | None) -> in
 
 def last_fingerprints(table: pa.Table) -> dict[TopicPartition, tuple[int, int]]:
     """(offset, fingerprint) of each partition's last record in a table with the source's columns."""
-    topics, parts, offsets = (table.column(c).to_pylist() for c in ("topic", "partition", "offset"))
-    last: dict[TopicPartition, int] = {}
-    for row, (topic, part, offset) in enumerate(zip(topics, parts, offsets)):
-        tp = TopicPartition(topic, part)
-        if offset >= offsets[last.get(tp, row)]:
-            last[tp] = row
+    if table.num_rows == 0:
+        return {}
+    where = table.select(["topic", "partition", "offset"]).to_pandas()
+    last = where.groupby(["topic", "partition"], sort=False)["offset"].idxmax()  # a batch's offsets are unique
     stamps = table.column("timestamp").cast(pa.int64())  # microseconds
+    keys, values = table.column("key"), table.column("value")
     return {
-        tp: (offsets[row], fingerprint(stamps[row].as_py() // 1000, table.column("key")[row].as_py(), table.column("value")[row].as_py()))
-        for tp, row in last.items()
+        TopicPartition(topic, int(part)): (int(where["offset"].iat[row]),
+                                           fingerprint(stamps[row].as_py() // 1000, keys[row].as_py(), values[row].as_py()))
+        for (topic, part), row in last.items()
     }
 
 
@@ -250,6 +250,7 @@ class Fingerprints:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._known: dict | None = None  # what add wrote last: the sink is the file's only writer while it runs
 
     def load(self) -> dict[TopicPartition, list[tuple[int, int]]]:
         try:
@@ -264,7 +265,7 @@ class Fingerprints:
         """Merge ``latest`` in and write the file whole (a crash leaves the old one or the new one)."""
         if not latest:
             return
-        known = self.load()
+        known = self._known if self._known is not None else self.load()
         for tp, entry in latest.items():
             kept = [f for f in known.get(tp, []) if f[0] < entry[0]]
             known[tp] = (kept + [tuple(entry)])[-KEEP_FINGERPRINTS:]
@@ -275,6 +276,7 @@ class Fingerprints:
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         tmp.write_text(json.dumps(out))
         os.replace(tmp, self.path)
+        self._known = known
 
 
 def mismatch(tp: TopicPartition, offset: int, present: bool, end: int | None = None) -> str:

@@ -47,11 +47,15 @@ def librdkafka_config(cfg: KafkaConfig, client_options: dict | None = None) -> d
     return config
 
 
+class BrokerUnavailable(UserError):
+    """No broker answers, or it does not know a topic yet: may pass (a restart), unlike a bad setting."""
+
+
 def admin_client(cfg: KafkaConfig, timeout_s: float = 10.0) -> KafkaAdminClient:
     try:
         return KafkaAdminClient(request_timeout_ms=int(timeout_s * 1000), **client_options(cfg))
     except KafkaTimeoutError:
-        raise UserError(
+        raise BrokerUnavailable(
             f"no Kafka broker answers at {cfg.bootstrap_servers} (start the embedded one with 'streamrec infra up')"
         ) from None
 
@@ -83,7 +87,7 @@ def partitions_of(consumer: KafkaConsumer, topic: str, timeout_s: float = 10.0) 
         if parts:
             return sorted(parts)
         if time.monotonic() > deadline:
-            raise UserError(f"topic {topic!r} does not exist (create it with 'streamrec infra up')")
+            raise BrokerUnavailable(f"topic {topic!r} does not exist (create it with 'streamrec infra up')")
         consumer.topics()  # forces a metadata refresh
         time.sleep(0.1)
 
@@ -101,7 +105,7 @@ def assigned_consumer(cfg: KafkaConfig, **extra) -> KafkaConsumer:
     try:
         return KafkaConsumer(**opts)
     except KafkaTimeoutError:
-        raise UserError(f"no Kafka broker answers at {cfg.bootstrap_servers}") from None
+        raise BrokerUnavailable(f"no Kafka broker answers at {cfg.bootstrap_servers}") from None
 
 
 def high_watermarks(consumer: KafkaConsumer, tps: list[TopicPartition], timeout_s: float = 10.0) -> dict[TopicPartition, int]:

@@ -156,11 +156,11 @@ def _columns_from_inputs(inputs: Any, specs: Mapping[str, tf.TensorSpec]) -> dic
     return {name: inputs[name] for name in specs}
 
 
-def _tensor(name: str, value: Any, spec: tf.TensorSpec) -> tf.Tensor:
+def _tensor(name: str, value: Any, spec: tf.TensorSpec) -> np.ndarray:
     if spec.dtype == tf.string:
         value = _to_bytes(value)
     try:
-        return tf.constant(value, dtype=spec.dtype)
+        return tf.constant(value, dtype=spec.dtype).numpy()  # TF's own checks: ragged lists, overflow, types
     except (TypeError, ValueError) as e:
         message = f"input '{name}' cannot be read as {spec.dtype.name}: {e}"
         raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, message) from None

@@ -22,7 +22,6 @@ import httpx
 import pandas as pd
 import psutil
 import pytest
-import yaml
 
 from features.store import FeatureStoreClient
 from features.stream_job import KILL_SWITCH_ENV, StreamPaths
@@ -33,7 +32,7 @@ from infra.redis import redis_service
 from serving.model_server.server import model_server_service
 from streamrec.config import load_settings
 from streams.producer import EventProducer
-from tests.fixtures.serving_stack import build_stack
+from tests.fixtures.serving_stack import build_stack, write_stack_config
 from tests.helpers import assert_eventually, bearer, free_port
 
 
@@ -119,17 +118,9 @@ class ApiWatch(threading.Thread):
 @pytest.fixture(scope="module")
 def faults(tmp_path_factory):
     data = tmp_path_factory.mktemp("faults")
-    config = data / "streamrec.yaml"
-    config.write_text(yaml.safe_dump({
-        "data_dir": str(data),
-        "kafka": {"bootstrap_servers": f"127.0.0.1:{free_port()}"},
-        "feast": {"redis_connection": f"127.0.0.1:{free_port()}"},
-        "model": {"grpc_port": free_port(), "rest_port": free_port(), "poll_seconds": 0.5},
-        "serving": {"port": free_port()},
-        "spark": {"metrics_port": 0, "trigger_seconds": 0.5},
-        # Nothing listens there: the LLM is down for the whole suite.
-        "llm": {"base_url": f"http://127.0.0.1:{free_port()}/v1", "model": "down", "budget_ms": 300},
-    }))
+    # Nothing listens at the LLM's address: it is down for the whole suite.
+    config = write_stack_config(data, llm={"base_url": f"http://127.0.0.1:{free_port()}/v1", "model": "down",
+                                           "budget_ms": 300})
     kill_switch = data / "kill-after-sink"
     mp = pytest.MonkeyPatch()
     mp.setenv("STREAMREC_CONFIG", str(config))  # the services infra starts read the same settings

@@ -168,6 +168,22 @@ def test_catalog_and_profiles_are_online(feature_client, tmp_path):
     assert feature_client.profile_features(["u1"])[0]["profile_events"] == 2
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_a_requests_read_equals_the_sdk_read(backend, request, session_rows, tmp_path):
+    """user_features (the online store's own read, what /recommend uses) answers what get_online_features
+    does: a user with a session and a profile, one with a session only, one never seen."""
+    client = request.getfixturevalue("feature_client" if backend == "sqlite" else "redis_feature_client")
+    client.write_session_features(session_rows(T1, a=3, b=1), batch_id=0)
+    client.load_catalog(write_catalog(tmp_path / "items.jsonl"))
+    client.build_profiles(pd.DataFrame({"user_id": ["a"], "item_id": ["i1"], "ts": ["2024-05-01T10:00:00Z"]}), T1)
+    for user in ("a", "b", "nobody"):
+        session, profile = client.user_features(user)
+        assert session == client.online_features([user])[0], user
+        assert profile == client.profile_features([user])[0], user
+    assert client.user_features("a")[1]["profile_events"] == 1 and client.user_features("b")[1]["profile_events"] is None
+    assert client.user_features("nobody")[0]["events_total"] is None
+
+
 def test_embedded_redis_keeps_written_features_across_a_kill_9(tmp_path, session_rows):
     """`infra up`'s redis-server persists every write (AOF, fsync always) under <data>/redis."""
     import os

@@ -155,3 +155,16 @@ def test_writing_needs_an_events_write_token(kafka_settings):
 
 def test_empty_batch_is_fine(client):
     assert client.post("/events", json=[]).json() == {"accepted": 0, "rejected": 0, "results": []}
+
+
+def test_the_web_page_may_publish_from_its_origin_and_no_other(client, kafka_settings):
+    """The recommend API's page (another port: another origin) gets CORS answers; other sites get none."""
+    page = f"http://127.0.0.1:{kafka_settings.serving.port}"
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type"}
+    ok = client.options("/events", headers={"Origin": page, **preflight})
+    assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == page
+    assert "authorization" in ok.headers["access-control-allow-headers"].lower()
+    evil = client.options("/events", headers={"Origin": "http://evil.example", **preflight})
+    assert "access-control-allow-origin" not in evil.headers
+    posted = client.post("/events", json=[event()], headers={"Origin": page})
+    assert posted.status_code == 200 and posted.headers["access-control-allow-origin"] == page

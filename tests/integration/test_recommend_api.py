@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamrec.vocabulary import DEVICES
+from streamrec.vocabulary import DEVICES, daypart, local_time
 from serving.app import create_app
 from serving.pipeline import STAGES
 from streamrec.config import Settings
@@ -25,7 +25,8 @@ pytestmark = pytest.mark.integration
 INTENT = json.dumps({"genre_weights": [{"genre": "Comedy", "weight": 1}], "mood": "funny", "preferred_length": "any",
                      "exclude_genres": [], "reason": "Something light"})
 ITEM_FIELDS = {"item_id", "title", "genres", "source", "scores", "reason"}
-RESPONSE_FIELDS = {"user_id", "k", "cold_start", "items", "features", "model", "timings_ms", "rerank", "fallbacks"}
+RESPONSE_FIELDS = {"user_id", "k", "cold_start", "items", "features", "model", "timings_ms", "rerank", "fallbacks",
+                   "before_rerank"}
 
 
 def client_for(settings: Settings, **app_options) -> TestClient:
@@ -117,6 +118,31 @@ def test_device_parameter_overrides_the_live_device(api, serving_stack, fake_llm
     assert recommend(api, user_id=user, k=3, device=other)["features"]["context"]["device"] == other
 
 
+def test_hour_and_compare_answer_as_at_that_hour_with_the_order_before_the_rerank(api, serving_stack, fake_llm):
+    fake_llm.answer(INTENT)
+    user = serving_stack.user_ids[1]
+    now = recommend(api, user_id=user, k=5)
+    assert now["before_rerank"] is None  # only when asked for
+    hour = (local_time(int(time.time() * 1000), serving_stack.settings.features.timezone).hour + 12) % 24
+    body = recommend(api, user_id=user, k=5, hour=hour, compare="true")
+    assert body["features"]["context"]["daypart"] == daypart(hour) != now["features"]["context"]["daypart"]
+    # 11-12 hours ago: the features are aged to then, not to now.
+    assert 0 <= body["features"]["age_s"] <= now["features"]["age_s"]
+    before = body["before_rerank"]
+    assert len(before) == 5 and {i["item_id"] for i in before} <= serving_stack.item_ids
+    scores = [i["scores"]["final"] for i in before]  # W&D relevance, in MMR order: the top one is the best
+    assert scores[0] == max(scores) and all(i["scores"]["final"] == i["scores"]["wide_deep"] for i in before)
+
+
+def test_items_lists_catalog_items_by_genre_and_title(api, serving_stack):
+    comedies = api.get("/items", params={"genre": "Comedy", "limit": 5}).json()
+    assert 0 < len(comedies) <= 5 and all("Comedy" in i["genres"] for i in comedies)
+    assert {i["item_id"] for i in comedies} <= serving_stack.item_ids
+    word = comedies[0]["title"].split()[0]
+    assert all(word.lower() in i["title"].lower() for i in api.get("/items", params={"q": word}).json())
+    assert api.get("/items", params={"limit": 0}).status_code == 422
+
+
 def test_unknown_user_gets_the_cold_start_path(api, serving_stack, fake_llm):
     fake_llm.answer(INTENT)
     body = recommend(api, user_id="never-seen-viewer", k=4, device="tv", q="something funny")
@@ -137,6 +163,8 @@ def test_unknown_user_gets_the_cold_start_path(api, serving_stack, fake_llm):
     ({"user_id": "", "k": 3}, "user_id"),
     ({"user_id": "u0001", "device": "toaster"}, "device"),
     ({"user_id": "u0001", "q": "x" * 201}, "q"),
+    ({"user_id": "u0001", "hour": 24}, "hour"),
+    ({"user_id": "u0001", "compare": "maybe"}, "compare"),
 ])
 def test_bad_parameters_get_a_422_naming_the_field(api, params, field):
     r = api.get("/recommend", params=params)
@@ -147,9 +175,9 @@ def test_bad_parameters_get_a_422_naming_the_field(api, params, field):
 
 def test_openapi_docs_describe_the_endpoints(api):
     spec = api.get("/openapi.json").json()
-    assert {"/recommend", "/healthz", "/metrics"} <= set(spec["paths"])
+    assert {"/recommend", "/healthz", "/metrics", "/items", "/ui/config"} <= set(spec["paths"])
     params = {p["name"] for p in spec["paths"]["/recommend"]["get"]["parameters"]}
-    assert params == {"user_id", "k", "device", "q"}
+    assert params == {"user_id", "k", "device", "q", "hour", "compare"}
     assert "Recommendation" in spec["components"]["schemas"]
     assert api.get("/docs").status_code == 200
 

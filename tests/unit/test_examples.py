@@ -180,15 +180,32 @@ def test_a_user_never_seen_gets_neutral_inputs():
     assert (inputs["year"][0, 0], inputs["popularity"][0, 0]) == (2000.0, 1.0)
 
 
-def test_training_rows_and_serving_rows_give_the_same_inputs():
-    """A training-set row (Feast's columns, one user and item per row) and serving_inputs agree exactly."""
-    context = RequestContext("u1", T0 + 6 * MIN, "phone")
-    served = serving_inputs(SESSION_ROW, CATALOG[:3], PROFILE_ROW, context)
+# (session, profile, request ms, device, timezone): rows with every kind of missing value, skew, weekend, a zone.
+SAME_INPUT_CASES = {
+    "full": (SESSION_ROW, PROFILE_ROW, T0 + 6 * MIN, "phone", "UTC"),
+    "never seen": (None, None, T0, "tv", "UTC"),
+    "missing values": ({**SESSION_ROW, "aff_comedy": None, "session_events": float("nan"), "last_items": None,
+                        "prev_gap_s": None}, {"user_id": "u1", "profile_events": None}, T0 + MIN, "", "UTC"),
+    "session after the request": (SESSION_ROW, None, T0 + MIN, "web", "UTC"),
+    "no last event": ({**SESSION_ROW, "last_event_ts_ms": None}, PROFILE_ROW, T0 + 9 * MIN, "phone", "UTC"),
+    "weekend in another zone": (SESSION_ROW, PROFILE_ROW, T0 - 2 * 60 * MIN, "tv", "America/New_York"),
+}
+
+
+@pytest.mark.parametrize("live", [True, False])
+@pytest.mark.parametrize("case", SAME_INPUT_CASES)
+def test_training_rows_and_serving_rows_give_the_same_inputs(case, live):
+    """A training-set row (Feast's columns, one user and item per row) and serving_inputs agree exactly,
+    whatever is missing: serving builds the request's inputs without a frame."""
+    session, profile, ts_ms, device, tz = SAME_INPUT_CASES[case]
+    context = RequestContext("u1", ts_ms, device, tz)
+    served = serving_inputs(session, CATALOG[:3], profile, context, live=live)
     blank = dict.fromkeys([*FEATURE_COLUMNS, *SHARE_COLUMNS, "profile_events"])  # what Feast's join returns
-    rows = pd.DataFrame([{**blank, **SESSION_ROW, **PROFILE_ROW, **item, "device": "phone",
-                          "event_timestamp": pd.Timestamp(context.ts_ms, unit="ms", tz="UTC"), "label": 0}
+    rows = pd.DataFrame([{**blank, **(session or {}), **(profile or {}), **item, "user_id": "u1", "device": device,
+                          "event_timestamp": pd.Timestamp(ts_ms, unit="ms", tz="UTC"), "label": 0}
                          for item in CATALOG[:3]])
-    trained = model_inputs(rows)
+    trained = model_inputs(rows, tz, live=live)
     assert set(trained) == set(served)
     for name in served:
+        assert trained[name].dtype == served[name].dtype, name
         np.testing.assert_array_equal(trained[name], served[name], err_msg=name)

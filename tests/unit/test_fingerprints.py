@@ -4,6 +4,9 @@ import pytest
 from kafka import TopicPartition
 from pyspark.sql.pandas.types import to_arrow_schema
 
+from streamrec.config import Settings
+from streamrec.errors import UserError
+
 from streams.kafka_source import (
     KEEP_FINGERPRINTS,
     Fingerprints,
@@ -13,6 +16,7 @@ from streams.kafka_source import (
     kafka_schema,
     last_fingerprints,
 )
+from streams.kafka_util import BrokerUnavailable
 
 
 def test_a_fingerprint_changes_with_timestamp_key_and_value():
@@ -69,3 +73,22 @@ def test_a_damaged_file_says_so(tmp_path):
     path.write_text("{half")
     with pytest.raises(KafkaSourceError, match="not a fingerprint file"):
         Fingerprints(path).load()
+
+
+@pytest.mark.parametrize("error, restartable", [
+    (BrokerUnavailable("no Kafka broker answers at 127.0.0.1:1"), True),
+    (UserError("kafka.client_options: security_protocol 'BOGUS' is not one of ..."), False),
+])
+def test_the_offset_check_retries_an_absent_broker_not_a_bad_setting(tmp_path, monkeypatch, error, restartable):
+    """A broker that is not up yet is an outage the supervisor waits out; a bad setting stays final (no crash loop)."""
+    import streams.kafka_source
+    from features.stream_job import BrokerUnreachable, check_offsets
+
+    settings = Settings(data_dir=str(tmp_path))
+
+    def verify(cfg, known):
+        raise error
+    monkeypatch.setattr(streams.kafka_source, "verify_fingerprints", verify)
+    with pytest.raises(BrokerUnreachable if restartable else UserError) as raised:
+        check_offsets(settings, echo=lambda *_: None, attempts=1, wait_s=0)
+    assert isinstance(raised.value, BrokerUnreachable) == restartable
