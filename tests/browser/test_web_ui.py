@@ -86,7 +86,7 @@ def test_a_watch_published_from_the_page_shows_in_its_features_and_list(live_sta
     assert browser.find_element(By.ID, "user").get_attribute("value") == user
     before_ids, comedy_before = _ids(browser, "final"), _bar(browser, "Comedy")
     assert set(before_ids) | set(_ids(browser, "before")) <= built.item_ids  # nothing outside the catalog
-    browser.save_screenshot(str(tmp_path / "desktop-before.png"))
+    _screenshot(browser, tmp_path / "desktop-before.png")
 
     # Find a comedy in the catalog and watch it, with the keyboard only.
     Select(browser.find_element(By.ID, "genre")).select_by_visible_text("Comedy")
@@ -110,15 +110,20 @@ def test_a_watch_published_from_the_page_shows_in_its_features_and_list(live_sta
     assert after_ids != before_ids and set(after_ids) <= built.item_ids
     last_items = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#last-items > li")]
     assert comedy.get_attribute("data-item-id") in last_items[0]
-    browser.save_screenshot(str(tmp_path / "desktop-after.png"))
+    _screenshot(browser, tmp_path / "desktop-after.png")
 
     # A phone's width: everything fits without scrolling sideways.
     browser.set_window_size(375, 900)
     assert_eventually(lambda: _assert(browser.execute_script(
         "return document.documentElement.scrollWidth") <= browser.execute_script("return window.innerWidth")),
         timeout_s=10)
-    browser.save_screenshot(str(tmp_path / "phone.png"))
+    _screenshot(browser, tmp_path / "phone.png")
 
 
 def _assert(condition: bool) -> None:
     assert condition
+
+
+def _screenshot(driver, path) -> None:
+    driver.execute_script("window.scrollTo(0, 0)")  # the controls, the lists' heads and the features
+    driver.save_screenshot(str(path))
