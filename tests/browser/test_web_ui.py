@@ -106,6 +106,9 @@ def test_a_watch_published_from_the_page_shows_in_its_features_and_list(live_sta
     text = browser.find_element(By.ID, "freshness").text
     assert f"visible in {seconds:.2f} s" in text and 0 < seconds <= time.monotonic() - published + 1
     assert _bar(browser, "Comedy") > comedy_before
+    comedy_fill = browser.find_element(By.CSS_SELECTOR, '.bar[data-genre="Comedy"] .fill')
+    assert comedy_fill.size["width"] > 0  # drawn, not only a number
+    assert not browser.find_element(By.ID, "token-field").is_displayed()  # the URL brought the token
     after_ids = _ids(browser, "final")
     assert after_ids != before_ids and set(after_ids) <= built.item_ids
     last_items = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#last-items > li")]
