@@ -111,8 +111,8 @@ class ServingConfig:
     candidates: int = 200
     top_n: int = 20
     mmr_lambda: float = 0.7
-    # Requests the API computes at once (the rest wait their turn): the pipeline is Python, so on 2 cores more
-    # threads only contend for the interpreter lock; past saturation 40 (anyio's default) lost ~25 % throughput.
+    # Requests the API computes at once (the rest wait in the event loop): the pipeline is Python, so on 2 cores
+    # more threads (anyio's default is 40) only contend for the interpreter lock. Not yet measured against 40.
     threads: int = 4
 
 
