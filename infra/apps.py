@@ -52,22 +52,26 @@ def stream_service(settings: Settings) -> Service:
     return svc
 
 
-def ingest_service(settings: Settings) -> Service:
-    """``streamrec ingest-http``: POST /events for HTTP producers and the web page."""
+def _healthz_answers(url: str):
+    """A readiness check: ``url`` answers, and not with a server error (a 503 means not ready yet)."""
     import httpx
-
-    port = settings.ingest.http_port
 
     def ready() -> bool:
         try:
-            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0).status_code < 500
+            return httpx.get(url, timeout=1.0).status_code < 500
         except httpx.HTTPError:
             return False
 
+    return ready
+
+
+def ingest_service(settings: Settings) -> Service:
+    """``streamrec ingest-http``: POST /events for HTTP producers and the web page."""
+    port = settings.ingest.http_port
     return Service(
         name="ingest",
         argv=_cli("ingest-http", "--port", str(port)),
-        ready=ready,
+        ready=_healthz_answers(f"http://127.0.0.1:{port}/healthz"),
         data_dir=settings.data_path,
         env={"STREAMREC_DATA_DIR": str(settings.data_path)},
         start_timeout_s=60.0,
@@ -82,21 +86,12 @@ def api_missing(settings: Settings) -> str | None:
 
 
 def api_service(settings: Settings) -> Service:
-    import httpx
-
     s = settings.serving
     host = "127.0.0.1" if s.host in ("", "0.0.0.0") else s.host
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"http://{host}:{s.port}/healthz", timeout=1.0).status_code < 500
-        except httpx.HTTPError:
-            return False
-
     return Service(
         name="api",
         argv=_cli("serve"),
-        ready=ready,
+        ready=_healthz_answers(f"http://{host}:{s.port}/healthz"),
         data_dir=settings.data_path,
         env={"STREAMREC_DATA_DIR": str(settings.data_path)},
         start_timeout_s=180.0,

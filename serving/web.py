@@ -20,9 +20,10 @@ from fastapi import Depends, FastAPI, Query
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
+from models.examples import AFFINITY_COLUMNS
 from streamrec.config import Settings
 from streamrec.http_auth import HttpAuth
-from streamrec.vocabulary import DEVICES, GENRE_SLUGS, GENRES
+from streamrec.vocabulary import DEVICES, GENRES
 
 UI_DIR = Path(__file__).parent / "ui"
 SAMPLE_USERS = 50
@@ -75,7 +76,7 @@ def add_web_ui(app: FastAPI, settings: Settings, auth: HttpAuth, catalog_rows: d
              responses=auth.responses())
     def ui_config() -> UiConfig:
         return UiConfig(ingest_port=settings.ingest.http_port,
-                        genres={f"aff_{slug}": name for slug, name in zip(GENRE_SLUGS, GENRES)},
+                        genres=dict(zip(AFFINITY_COLUMNS, GENRES)),
                         devices=list(DEVICES), users=users, top_n=settings.serving.top_n,
                         freshness_budget_s=FRESHNESS_BUDGET_S, report=latest_report(reports_dir))
 
