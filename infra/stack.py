@@ -33,7 +33,7 @@ class Component:
 COMPONENTS: tuple[Component, ...] = (
     Component("broker", broker.broker_service, broker.is_embedded),
     Component("redis", redis.redis_service, redis.is_embedded),
-    Component("llm", llm.llm_service, llm.is_embedded, missing=lambda s: "; ".join(llm.missing()) or None),
+    Component("llm", llm.llm_service, llm.is_embedded, missing=lambda s: "; ".join(llm.missing(s.llm.embedded_model)) or None),
     Component("model-server", model_server_service),
     Component("stream", apps.stream_service, missing=apps.stream_missing),
     Component("ingest", apps.ingest_service),

@@ -53,12 +53,48 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
 def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from models.evaluate import run_evaluation
 
+    if args.rerank:
+        return _evaluate_rerank(args, settings)
     log = event_log(args, settings)
     out = args.out or settings.data_path / "reports" / log.name
     protocols = ("loo", "full") if args.protocol == "all" else (args.protocol,)
     summary = run_evaluation(settings, log, out, protocols=protocols, seed=args.seed, config=_config(args),
                              negatives=args.negatives, progress=not args.quiet)
     print_evaluation(summary, out)
+    return 0
+
+
+def _evaluate_rerank(args: argparse.Namespace, settings: Settings) -> int:
+    # The CLI is the top layer: it may reach up into serving, which models itself never imports.
+    from serving.rerank_eval.run import (
+        RerankOptions,
+        parse_ints,
+        parse_names,
+        run_rerank_evaluation,
+    )
+
+    if args.world is not None or args.path is not None or args.data != "world":
+        raise UserError("--rerank generates its own worlds (--seeds, --world-users/-items/-days): "
+                        "--world, --data and --path do not apply")
+    given = {
+        "seeds": None if args.seeds is None else parse_ints(args.seeds, "--seeds"),
+        "modes": None if args.rerank_modes is None else parse_names(args.rerank_modes),
+        "max_sessions": args.rerank_sessions, "users": args.world_users, "items": args.world_items,
+        "days": args.world_days, "holdout_days": args.holdout_days,
+    }
+    # Unset flags keep RerankOptions' defaults, the one place they are written.
+    options = RerankOptions(**{k: v for k, v in given.items() if v is not None}, negatives=args.negatives,
+                            config=_config(args), progress=not args.quiet)
+    # Beside the synthetic world's evaluation report (report.md), as its re-rank section.
+    out = args.out or settings.data_path / "reports" / "world"
+    summary = run_rerank_evaluation(settings, out, options)
+    for mode, block in summary["modes"].items():
+        f = block["overall"]["ndcg@10"]
+        ci = "–" if f["relative_ci"] is None else f"[{f['relative_ci'][0]:+.1%}, {f['relative_ci'][1]:+.1%}]"
+        lift = "–" if f["relative"] is None else f"{f['relative']:+.1%}"
+        print(f"  {mode:<14} NDCG@10 {f['base']:.4f} -> {f['treated']:.4f}  lift {lift}  95% CI {ci}  "
+              f"({block['sessions']} sessions)")
+    print(f"report: {out / 'rerank.md'}")
     return 0
 
 
@@ -89,4 +125,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.add_argument("--protocol", choices=("loo", "full", "all"), default="all", help="default: all")
     p.add_argument("--out", type=Path, help="report directory (default: <data_dir>/reports/<data>)")
+    g = p.add_argument_group("re-rank lift (--rerank)")
+    g.add_argument("--rerank", action="store_true",
+                   help="W&D alone vs W&D + LLM re-rank on context-shifted held-out sessions of generated worlds; "
+                        "writes rerank.md and rerank.json")
+    g.add_argument("--seeds", help="world seeds, comma-separated (default: 0,1,2)")
+    g.add_argument("--rerank-modes", help="comma-separated: intent, listwise (default: intent)")
+    g.add_argument("--rerank-sessions", type=int,
+                   help="at most this many sessions per seed and mode (default: 300; listwise is seconds a call)")
+    g.add_argument("--world-users", type=int, help="users per world (default: 300)")
+    g.add_argument("--world-items", type=int, help="items per world (default: 400)")
+    g.add_argument("--world-days", type=float, help="days per world (default: 8)")
+    g.add_argument("--holdout-days", type=float, help="the last days held out (default: 2)")
     p.set_defaults(func=_evaluate)

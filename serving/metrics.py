@@ -45,6 +45,9 @@ class ServingMetrics:
         self.worker_skips = Counter(
             "streamrec_rerank_worker_skips", "Feature rows the worker did not refresh for, by reason",
             ["reason"], registry=r)
+        self.worker_lag = Histogram(
+            "streamrec_rerank_worker_lag_seconds", "Context change to re-rank ready: the user's last event time to the "
+            "end of the worker's refresh for it (applied or cached)", buckets=AGE_BUCKETS_S, registry=r)
         r.register(_LLMCollector(rerank_stats))
 
     def observe_request(self, timings_ms: dict[str, float], path: str, fallbacks: list[str], rerank_status: str,

@@ -13,9 +13,12 @@ own (``--worker-group``; every node sees every row and refreshes its own cache, 
 the LLM calls), or the cache moves to a shared store (Redis, already in the stack for
 Feast) and one worker group fills it for all nodes.
 
-Rows are at-least-once and may arrive in a burst: within one poll only a user's newest row
-counts, rows older than the session gap are skipped (the context they describe is over),
-and a refresh that changes nothing is never made.
+Rows are at-least-once and may arrive in a burst: they wait in a queue where only a user's newest
+row counts, the worker refreshes for ``POLL_BUDGET_S`` and then polls again, rows older than the
+session gap are skipped (the context they describe is over), and a refresh that changes nothing
+is never made. An intent is shared by everyone in the same situation, so a refresh whose decision
+is already cached costs no LLM call (``Reranker.refresh(reuse=True)``). ``streamrec bench rerank``
+measures context change → re-rank ready.
 """
 from __future__ import annotations
 
@@ -40,9 +43,12 @@ log = logging.getLogger(__name__)
 DEFAULT_GROUP = "streamrec-rerank-worker"
 # Users whose last refreshed signature is remembered; beyond it the oldest are forgotten (and refreshed again).
 MAX_TRACKED_USERS = 100_000
-# One poll's rows are refreshed one by one, each maybe an LLM call: keep a poll small enough to finish well
-# within max.poll.interval.ms.
-MAX_POLL_RECORDS = 50
+MAX_POLL_RECORDS = 500
+# Rows are refreshed one by one, some needing an LLM call (~1 s): after this long the worker polls again (so a
+# poll never nears max.poll.interval.ms) and the rest wait, newest row per user, oldest user first.
+POLL_BUDGET_S = 2.0
+# Users waiting for a refresh; beyond it the longest-waiting are dropped (counted: skips "dropped").
+MAX_WAITING_USERS = 10_000
 RETRY_S = 5.0
 
 
@@ -58,6 +64,7 @@ class RefreshWorker:
         self.state = "stopped"  # stopped | connecting | consuming | error: <why>
         self.partitions: list[int] = []
         self._refreshed: OrderedDict[str, str] = OrderedDict()  # user -> signature of the last refresh
+        self._waiting: OrderedDict[str, dict] = OrderedDict()  # user -> newest feature row not yet refreshed
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -116,28 +123,39 @@ class RefreshWorker:
 
     def _consume(self, consumer: KafkaConsumer) -> None:
         while not self._stop.is_set():
-            batch = consumer.poll(timeout_ms=500)
+            # Rows still waiting: only look for new ones, do not wait for them.
+            batch = consumer.poll(timeout_ms=0 if self._waiting else 500)
             self.partitions = sorted(tp.partition for tp in consumer.assignment())
             if self.partitions:
                 self.state = "consuming"
-            newest: dict[str, dict] = {}
             for records in batch.values():
                 for record in records:
-                    row = _parse(record.value)
-                    if row is None:
-                        self.metrics.worker_skips.labels("invalid").inc()
-                        continue
-                    if row["user_id"] in newest:
-                        self.metrics.worker_skips.labels("superseded").inc()
-                    newest[row["user_id"]] = row  # a user's rows are in one partition, in order
-            for row in newest.values():
-                if self._stop.is_set():
-                    return
-                try:
-                    self.handle(row)
-                except Exception:  # one row the pipeline cannot handle (store down, ...) must not stop the worker
-                    log.exception("re-rank worker could not refresh %s", row["user_id"])
-                    self.metrics.worker_skips.labels("error").inc()
+                    self.add(record.value)
+            self.drain(time.monotonic() + POLL_BUDGET_S)
+
+    def add(self, value: bytes) -> None:
+        """Queue a feature row from the topic: a user's newer row replaces the waiting one (a user's rows are in
+        one partition, in order) and keeps its place in the queue."""
+        row = _parse(value)
+        if row is None:
+            self.metrics.worker_skips.labels("invalid").inc()
+            return
+        if row["user_id"] in self._waiting:
+            self.metrics.worker_skips.labels("superseded").inc()
+        self._waiting[row["user_id"]] = row
+        while len(self._waiting) > MAX_WAITING_USERS:
+            self._waiting.popitem(last=False)
+            self.metrics.worker_skips.labels("dropped").inc()
+
+    def drain(self, deadline: float) -> None:
+        """Refresh waiting users, longest-waiting first, until ``deadline`` (``time.monotonic``)."""
+        while self._waiting and time.monotonic() < deadline and not self._stop.is_set():
+            _, row = self._waiting.popitem(last=False)
+            try:
+                self.handle(row)
+            except Exception:  # one row the pipeline cannot handle (store down, ...) must not stop the worker
+                log.exception("re-rank worker could not refresh %s", row["user_id"])
+                self.metrics.worker_skips.labels("error").inc()
 
     # ---- one row
 
@@ -157,9 +175,10 @@ class RefreshWorker:
         signature = context_signature(short.context)
         if self._refreshed.get(user_id) == signature:
             return self._skip("unchanged")
-        result = self.reranker.refresh(user_id, short.rerank_candidates(), short.context)
+        result = self.reranker.refresh(user_id, short.rerank_candidates(), short.context, reuse=True)
         self.metrics.worker_refreshes.labels(result.status).inc()
         if result.applied:
+            self.metrics.worker_lag.observe(max(self.clock() * 1000 - row["last_event_ts_ms"], 0) / 1000.0)
             self._refreshed[user_id] = signature
             self._refreshed.move_to_end(user_id)
             while len(self._refreshed) > MAX_TRACKED_USERS:

@@ -12,7 +12,8 @@ BENCHMARKS = {
     "freshness": ("features.bench_freshness", "event -> online-visible latency of the stream job at a fixed rate"),
     "retrieval": ("models.bench_retrieval", "top-K latency and IVF recall as the catalog grows"),
     "serve": ("serving.bench_serve", "/recommend latency per stage at a fixed request rate"),
-    "llm": ("serving.rerank.bench_llm", "re-rank LLM latency, tokens/s and valid-output fraction, both modes"),
+    "llm": ("serving.rerank.bench_llm", "intent decision latency and accuracy per LLM and decoder (+ listwise)"),
+    "rerank": ("serving.bench_rerank", "context change -> re-ranked list in the cache, through the refresh worker"),
     "broker": ("infra.bench_broker", "what the embedded broker loses on a clean restart and on kill -9"),
 }
 

@@ -121,10 +121,20 @@ class LLMConfig:
     base_url: str = ""
     api_key: str = ""
     model: str = ""
+    # The weights the embedded llama-server runs (infra.llm.MODELS); ignored with an endpoint.
+    embedded_model: str = "qwen2.5-coder-0.5b"
     mode: str = "intent"
+    # How an intent is read from the model: "scored" ranks each field's allowed values by the model's
+    # next-token probabilities after a prefilled answer (one token per field, the prompt cached: needs a
+    # server that continues an assistant prefix and returns top_logprobs, as llama-server does);
+    # "generated" has it write the JSON (any OpenAI-compatible endpoint); "auto": scored on the embedded server.
+    intent_decoder: str = "auto"
     # one LLM call (the background re-rank); small local models need seconds, not milliseconds
     timeout_seconds: float = 120.0
+    # How long a request waits for a decision it does not find cached: without a free-text request only
+    # briefly (the refresh worker keeps contexts' decisions cached); with one, long enough for a decision.
     budget_ms: float = 300.0
+    request_budget_ms: float = 2500.0
     host: str = "127.0.0.1"
     port: int = 8081
     threads: int = 2

@@ -121,7 +121,8 @@ def recommend(settings: Settings, headers: dict, user: str, k: int = 5, wait_rer
     url = f"http://127.0.0.1:{s.port}/recommend"
     deadline = time.monotonic() + wait_rerank_s
     while True:
-        body = httpx.get(url, params={"user_id": user, "k": k}, headers=headers, timeout=60).raise_for_status().json()
+        body = httpx.get(url, params={"user_id": user, "k": k, "compare": "true"}, headers=headers,
+                         timeout=60).raise_for_status().json()
         if body["rerank"]["applied"] or time.monotonic() >= deadline:
             return body
         time.sleep(3)
@@ -159,12 +160,18 @@ def show_tokens(settings: Settings, user: str) -> dict:
 
 
 def show_recommendations(body: dict) -> None:
+    """The Wide & Deep order (left) beside the re-ranked one (right), with the re-rank's reasons."""
     ctx = body["features"].get("context") or {}
     rr = body["rerank"]
     print(f"   {body['user_id']}: {ctx.get('daypart')} on {ctx.get('device')}, top genres {ctx.get('top_genres')}; "
           f"model {body['model']}; re-rank {rr['status']} (applied={rr['applied']}); total {body['timings_ms']['total']:.0f} ms")
-    for item in body["items"]:
-        print(f"     - {item['title'][:38]:38} {'/'.join(item['genres'])[:28]:28} {item['reason']}")
+    print(f"     {'Wide & Deep':44} | {'re-ranked':44} reason")
+    for before, after in zip(body.get("before_rerank") or body["items"], body["items"]):
+        print(f"     {_title(before):44} | {_title(after):44} {after['reason']}")
+
+
+def _title(item: dict) -> str:
+    return f"{item['title'][:24]} ({'/'.join(item['genres'])[:17]})"
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -187,7 +194,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     stack.up(settings, only=["broker", "redis", "llm", "model-server"])
 
     step(f"generate a synthetic world ({args.users} users, {args.items} items, {args.days} days, seed {args.seed})")
-    summary = generate_world(world, users=args.users, items=args.items, days=args.days, seed=args.seed)
+    # The world's timeline ends now, so the live features are live (not decayed to nothing) when the demo asks.
+    start_ms = int(time.time() * 1000 - args.days * 86_400_000)
+    summary = generate_world(world, users=args.users, items=args.items, days=args.days, seed=args.seed,
+                             start_ms=start_ms)
     print("   " + json.dumps({k: v for k, v in summary.items() if k != "paths"}, default=str))
 
     step("Feast: register the feature repo, load the catalog and user profiles")

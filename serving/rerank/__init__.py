@@ -7,7 +7,11 @@
 | ``schema`` | the ``response_format`` JSON schemas |
 | ``validate`` | parsing and checking answers; ``complete_order``, the only-candidates gate |
 | ``intent`` | intent mode's deterministic re-scoring and per-item reasons |
-| ``llm_client`` | one chat-completions call through the openai client |
+| ``intent_scoring`` | the scored decoder: an intent's fields from next-token probabilities |
+| ``reasons`` | reasons of facts only (``fact_reason``), and what a reason claims falsely (``false_claims``) |
+| ``intent_accuracy`` | the labelled requests (``labelled_requests.json``) and per-field accuracy |
+| ``bench_llm`` | ``streamrec bench llm``: decision latency and accuracy per model and decoder |
+| ``llm_client`` | one chat-completions call through the openai client (an answer, or the next token's top) |
 | ``cache`` | the bounded TTL LRU cache |
 | ``fairness`` | ``FairQueue``: one pending call per user and client, the per-client rate limit |
 | ``reranker`` | ``Reranker``: budget, background calls, cache, fallback, counters |

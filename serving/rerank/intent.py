@@ -31,7 +31,6 @@ MOOD_GENRES: dict[str, dict[str, float]] = {
     "family": {"Children's": 1.0, "Animation": 0.5, "Adventure": 0.5},
     "scary": {"Horror": 1.0, "Thriller": 0.5},
 }
-MOOD_WORDS = {"family": "family-friendly", "intense": "gripping"}
 
 # Words that show a request is about a genre (also matched with a plural s/es). A genre the LLM
 # names, or wants avoided, only counts when the request contains one of them: a small model
@@ -79,6 +78,11 @@ class Intent:
             weights[self.genre] = 1.0
         return weights
 
+    def may_avoid(self, genre: str) -> bool:
+        """False for a genre asked for at full weight (named, or central to the mood: "a scary movie" must not
+        avoid horror); a genre the mood only leans to may be ruled out ("something funny, no cartoons")."""
+        return self.genre_weights().get(genre, 0.0) < 1.0
+
     def is_empty(self) -> bool:
         """True when it would leave the W&D order as it is."""
         return not self.genre_weights() and self.avoid_genre is None and self.preferred_length == "any"
@@ -121,18 +125,16 @@ def rescore(intent: Intent, candidates: Sequence[Candidate], ctx: LiveContext) -
 
 
 def item_reason(intent: Intent, weights: Mapping[str, float], c: Candidate, ctx: LiveContext) -> str:
-    """A short line for the viewer built from fixed words, genre names and the context only."""
+    """A short line for the viewer: facts of the item and the context (``reasons.fact_reason``),
+    what the request avoids, or the history for an item that matches nothing asked for."""
+    from serving.rerank.reasons import (
+        fact_reason,  # here, not above: reasons builds on this module's words
+    )
+
     if intent.avoid_genre is not None and intent.avoid_genre in c.genres:
         return f"Lower for now: avoiding {intent.avoid_genre.lower()}"
-    wanted = sorted((g for g in c.genres if weights.get(g, 0.0) > 0), key=lambda g: -weights[g])
-    if not wanted:
+    matched = sorted((g for g in c.genres if weights.get(g, 0.0) > 0), key=lambda g: -weights[g])
+    fits = length_match(intent.preferred_length, c.duration_minutes) > 0
+    if not matched and not fits:
         return "Recommended from your viewing history"
-    mood = intent.mood if wanted[0] in MOOD_GENRES.get(intent.mood, {}) else ""
-    words = [MOOD_WORDS.get(mood, mood), wanted[0].lower()]
-    if length_match(intent.preferred_length, c.duration_minutes) > 0 and intent.preferred_length != "medium":
-        words.append(f"({c.duration_minutes:.0f} min)")
-    if ctx.daypart in DAYPART_WORDS:
-        words.append(f"for {DAYPART_WORDS[ctx.daypart]}")
-    words.append(DEVICE_WORDS.get(ctx.device or "", ""))
-    text = " ".join(w for w in words if w)
-    return text[0].upper() + text[1:]
+    return fact_reason(c, ctx, matched_genres=matched, length=intent.preferred_length if fits else None)

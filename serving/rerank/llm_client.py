@@ -1,4 +1,5 @@
-"""One chat-completions call with a JSON-schema answer, through the ``openai`` client.
+"""One chat-completions call through the ``openai`` client: a JSON-schema answer (``complete``), or the
+next token's likeliest alternatives after a prefilled answer (``next_tokens``, for scored intents).
 
 The same code talks to OpenAI, any OpenAI-compatible server and the embedded llama-server;
 ``infra.llm.resolve_endpoint`` decides which from the settings. No retries: the re-ranker has a
@@ -15,6 +16,9 @@ from openai import OpenAI
 from infra.llm import resolve_endpoint
 from streamrec.config import Settings
 
+# OpenAI's maximum; llama-server returns as many. Enough to see every allowed value's first token.
+TOP_LOGPROBS = 20
+
 
 @dataclass(frozen=True)
 class Completion:
@@ -23,6 +27,13 @@ class Completion:
     finish_reason: str | None
     prompt_tokens: int
     completion_tokens: int
+    latency_ms: float
+
+
+@dataclass(frozen=True)
+class NextTokens:
+    top: tuple[tuple[str, float], ...]  # (token text, log-probability), likeliest first
+    prompt_tokens: int
     latency_ms: float
 
 
@@ -46,24 +57,8 @@ class LLMClient:
 
     def complete(self, messages: list[dict], response_format: dict, max_tokens: int) -> Completion:
         start = time.monotonic()
-        try:
-            resp = self._client.chat.completions.create(
-                model=self.model,
-                messages=messages,
-                response_format=response_format,
-                temperature=0,
-                seed=0,
-                max_completion_tokens=max_tokens,
-            )
-        except openai.APITimeoutError as e:
-            raise LLMError("timeout", str(e)) from e
-        except openai.APIStatusError as e:
-            raise LLMError("error", f"HTTP {e.status_code}: {e.message}") from e
-        except openai.OpenAIError as e:  # connection refused, unparseable response, ...
-            raise LLMError("error", f"{type(e).__name__}: {e}") from e
+        resp = self._create(messages=messages, response_format=response_format, max_completion_tokens=max_tokens)
         latency_ms = (time.monotonic() - start) * 1000.0
-        if not resp.choices:
-            raise LLMError("error", "no choices in the response")
         choice, usage = resp.choices[0], resp.usage
         return Completion(
             text=choice.message.content,
@@ -73,6 +68,37 @@ class LLMClient:
             completion_tokens=usage.completion_tokens if usage else 0,
             latency_ms=latency_ms,
         )
+
+    def next_tokens(self, messages: list[dict], answer_prefix: str, top: int = TOP_LOGPROBS) -> NextTokens:
+        """The likeliest next tokens after the assistant's answer so far (``answer_prefix``, continued by
+        servers that prefill a final assistant message, as llama-server does)."""
+        start = time.monotonic()
+        resp = self._create(messages=[*messages, {"role": "assistant", "content": answer_prefix}],
+                            max_completion_tokens=1, logprobs=True, top_logprobs=top)
+        latency_ms = (time.monotonic() - start) * 1000.0
+        logprobs = resp.choices[0].logprobs
+        if logprobs is None or not logprobs.content:
+            raise LLMError("error", "the endpoint returned no logprobs")
+        usage = resp.usage
+        return NextTokens(
+            top=tuple((t.token, t.logprob) for t in logprobs.content[0].top_logprobs),
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            latency_ms=latency_ms,
+        )
+
+    def _create(self, **params):
+        """One chat completion, greedy and seeded; an answer without choices is an error."""
+        try:
+            resp = self._client.chat.completions.create(model=self.model, temperature=0, seed=0, **params)
+        except openai.APITimeoutError as e:
+            raise LLMError("timeout", str(e)) from e
+        except openai.APIStatusError as e:
+            raise LLMError("error", f"HTTP {e.status_code}: {e.message}") from e
+        except openai.OpenAIError as e:  # connection refused, unparseable response, ...
+            raise LLMError("error", f"{type(e).__name__}: {e}") from e
+        if not resp.choices:
+            raise LLMError("error", "no choices in the response")
+        return resp
 
     def close(self) -> None:
         self._client.close()

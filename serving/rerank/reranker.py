@@ -1,17 +1,23 @@
-"""The LLM re-ranker: budget, background completion, cache and fallback around one LLM call.
+"""The LLM re-ranker: budget, background completion, cache and fallback around one LLM decision.
 
-``rerank`` answers within ``llm.budget_ms``. A cached answer for the same user, context
-signature, request (and, listwise, candidate set) is used at once (``cached``). Otherwise the
-LLM call runs on a small pool; if it has not answered in time the W&D order goes back now
-(``timeout``) and the call keeps running to fill the cache for the next request. At most one
-call per cache key is in flight, and at most ``max_pending`` in all (beyond: ``overloaded``).
-So that no one caller fills that queue (``fairness``), a request needing a new call while its
-user or its client (the authenticated caller, or the remote address) has another one pending
-gets ``busy``, and a client starts at most ``llm_calls_per_minute`` new calls a minute (beyond:
-``rate_limited``). Cache hits and joining the call in flight for the same key cost nothing.
-Every failure (endpoint down, HTTP error, timeout, invalid JSON, refusal, empty answer)
-degrades to the W&D order with its status; ``validate.complete_order`` makes sure only
-candidates come back, whatever the LLM said.
+``rerank`` answers within ``llm.budget_ms`` (``llm.request_budget_ms`` when the request carries a
+free-text ``q``: the viewer asked, so a decision is worth a wait). A cached answer is used at once
+(``cached``): in intent mode, keyed by the intent prompt alone (``prompt.intent_key``: the coarse
+situation and the request), so everyone in the same situation shares one decision; in listwise mode
+by user, context signature, request and candidate set. Otherwise the decision runs on a small pool;
+if it has not come in time the W&D order goes back now (``timeout``) and the call keeps running to
+fill the cache for the next request. At most one call per cache key is in flight, and at most
+``max_pending`` in all (beyond: ``overloaded``). So that no one caller fills that queue
+(``fairness``), a request needing a new call while its user or its client (the authenticated
+caller, or the remote address) has another one pending gets ``busy``, and a client starts at most
+``llm_calls_per_minute`` new calls a minute (beyond: ``rate_limited``). Cache hits and joining the
+call in flight for the same key cost nothing. Every failure (endpoint down, HTTP error, timeout,
+invalid JSON, refusal, empty answer) degrades to the W&D order with its status;
+``validate.complete_order`` makes sure only candidates come back, whatever the LLM said.
+
+An intent is decided by ``llm.intent_decoder``: ``scored`` (``intent_scoring``: a token per field
+read from the next-token probabilities, the default on the embedded server) or ``generated`` (the
+model writes the JSON; any OpenAI-compatible endpoint).
 
 Cached is the LLM's checked answer (an intent, or a listwise ranking), not the final list: an
 intent is re-applied to the current candidates and context on every hit.
@@ -30,15 +36,18 @@ from serving.rerank.cache import TTLCache
 from serving.rerank.context import Candidate, LiveContext, candidate_set_hash, context_signature
 from serving.rerank.fairness import FairQueue
 from serving.rerank.intent import Intent, rescore
-from serving.rerank.llm_client import Completion, LLMClient, LLMError
-from serving.rerank.prompt import intent_messages, listwise_messages, request_text
+from serving.rerank.intent_scoring import context_masses, score_intent
+from serving.rerank.llm_client import Completion, LLMClient, LLMError, NextTokens
+from serving.rerank.prompt import intent_key, intent_messages, listwise_messages, request_text
 from serving.rerank.schema import MAX_RANKED, intent_format, listwise_format
 from serving.rerank.validate import InvalidOutput, complete_order, parse_intent, parse_ranking
+from infra.llm import is_embedded
 from streamrec.config import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 
 MODES = ("intent", "listwise")
+DECODERS = ("auto", "scored", "generated")
 STATUSES = ("applied", "cached", "timeout", "error", "invalid_output", "refusal", "empty", "overloaded", "busy",
             "rate_limited", "disabled")
 APPLIED = ("applied", "cached")
@@ -74,6 +83,12 @@ class RerankResult:
 class _Outcome:
     status: str  # "applied" or a failure status
     proposal: Proposal | None = None
+
+
+def _scored_completion(calls: list[NextTokens]) -> Completion:
+    """A scored decision's calls as one completion for the counters: a generated token per call."""
+    return Completion(text=None, refusal=None, finish_reason="scored", prompt_tokens=sum(c.prompt_tokens for c in calls),
+                      completion_tokens=len(calls), latency_ms=sum(c.latency_ms for c in calls))
 
 
 class RerankStats:
@@ -127,13 +142,20 @@ class Reranker:
         llm = settings.llm
         if llm.mode not in MODES:
             raise ConfigError(f"llm.mode must be one of {', '.join(MODES)}, got {llm.mode!r}")
+        if llm.intent_decoder not in DECODERS:
+            raise ConfigError(f"llm.intent_decoder must be one of {', '.join(DECODERS)}, got {llm.intent_decoder!r}")
         self.mode = llm.mode
+        self.decoder = llm.intent_decoder
+        if self.decoder == "auto":
+            self.decoder = "scored" if is_embedded(settings) else "generated"
         self.enabled = llm.enabled
         self.budget_s = llm.budget_ms / 1000.0
+        self.request_budget_s = llm.request_budget_ms / 1000.0
         self._client = LLMClient.from_settings(settings) if self.enabled else None
         self.model = self._client.model if self._client else ""
         self.stats = RerankStats()
         self._cache: TTLCache[Proposal] = TTLCache(cache_entries, cache_ttl_s)
+        self._priors: TTLCache[dict] = TTLCache(cache_entries, cache_ttl_s)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rerank")
         self._queue = FairQueue(max_pending, llm_calls_per_minute)
 
@@ -153,22 +175,28 @@ class Reranker:
         future = self._submit(user_id, client, key, candidates, context, q)
         if isinstance(future, str):  # refused: busy, overloaded or rate_limited
             return self._fallback(candidates, future, start)
+        budget = self.request_budget_s if request_text(q) else self.budget_s
         try:
-            outcome = future.result(timeout=max(self.budget_s - (time.monotonic() - start), 0.0))
+            outcome = future.result(timeout=max(budget - (time.monotonic() - start), 0.0))
         except TimeoutError:  # the call goes on in the background and fills the cache
             return self._fallback(candidates, "timeout", start)
         return self._from_outcome(outcome, candidates, context, start)
 
     def refresh(self, user_id: str, candidates: Sequence[Candidate], context: LiveContext,
-                q: str | None = None) -> RerankResult:
-        """Call the LLM now, ignoring the cache and the budget, and cache the answer (for the refresh worker).
+                q: str | None = None, *, reuse: bool = False) -> RerankResult:
+        """Call the LLM now, without the budget, and cache the answer (the refresh worker, benchmarks).
 
-        One pending call per user holds here too; the rate limit does not (the server's own work)."""
+        ``reuse``: a cached answer is served as it is (``cached``) and only a missing one costs a call: what
+        the worker wants, as an intent is shared by everyone in the same situation. One pending call per user
+        holds here too; the rate limit does not (the server's own work)."""
         start = time.monotonic()
         candidates = list(candidates)
         if not self.enabled or not candidates:
             return self._fallback(candidates, "disabled" if not self.enabled else "empty", start)
         key = self._key(user_id, candidates, context, q)
+        hit = self._cache.get(key) if reuse else None
+        if hit is not None:
+            return self._applied(hit[0], candidates, context, "cached", start, cache_age_s=hit[1])
         future = self._submit(user_id, None, key, candidates, context, q, limited=False)
         if isinstance(future, str):
             return self._fallback(candidates, future, start)
@@ -188,9 +216,11 @@ class Reranker:
         self.close()
 
     def _key(self, user_id: str, candidates: Sequence[Candidate], context: LiveContext, q: str | None) -> tuple:
-        # An intent does not depend on the candidates, so it is reused across candidate sets.
-        items = candidate_set_hash(candidates) if self.mode == "listwise" else ""
-        return user_id, context_signature(context), (request_text(q) or "").casefold(), items
+        if self.mode == "intent":
+            # An intent depends on its prompt alone (not the user, not the candidates): everyone in the same
+            # situation with the same request shares one decision.
+            return "intent", intent_key(context, q)
+        return user_id, context_signature(context), (request_text(q) or "").casefold(), candidate_set_hash(candidates)
 
     def _submit(self, user_id: str, client: str | None, key: tuple, candidates: list[Candidate],
                 context: LiveContext, q: str | None, *, limited: bool = True) -> Future | str:
@@ -209,6 +239,8 @@ class Reranker:
             self._queue.release(key)
 
     def _ask(self, key: tuple, candidates: list[Candidate], context: LiveContext, q: str | None) -> _Outcome:
+        if self.mode == "intent" and self.decoder == "scored":
+            return self._ask_scored(key, context, q)
         if self.mode == "intent":
             messages, fmt, max_tokens = intent_messages(context, q), intent_format(), INTENT_MAX_TOKENS
         else:
@@ -225,7 +257,8 @@ class Reranker:
             if self.mode == "intent":
                 proposal: Proposal = parse_intent(completion.text, request_text(q), completion.refusal)
             else:
-                proposal = tuple(parse_ranking(completion.text, candidates, completion.refusal))
+                proposal = tuple(parse_ranking(completion.text, candidates, completion.refusal,
+                                               context=context, request=request_text(q)))
         except InvalidOutput as e:
             log.warning("re-rank LLM answer unusable (finish_reason %s): %s", completion.finish_reason, e)
             self.stats.record_call(e.reason, completion)
@@ -233,6 +266,38 @@ class Reranker:
         self.stats.record_call("ok", completion)
         self._cache.put(key, proposal)
         return _Outcome("applied", proposal)
+
+    def _ask_scored(self, key: tuple, context: LiveContext, q: str | None) -> _Outcome:
+        calls: list[NextTokens] = []
+
+        def asker(messages: list[dict]):
+            def ask(answer_prefix: str) -> Sequence[tuple[str, float]]:
+                calls.append(self._client.next_tokens(messages, answer_prefix))
+                return calls[-1].top
+            return ask
+
+        def prior() -> dict:
+            # The context alone, once per situation: every request made in it is calibrated against it.
+            prior_key = intent_key(context)
+            hit = self._priors.get(prior_key)
+            if hit is None:
+                hit = (context_masses(asker(intent_messages(context))), 0.0)
+                self._priors.put(prior_key, hit[0])
+            return hit[0]
+
+        try:
+            intent, _ = score_intent(asker(intent_messages(context, q)), request_text(q), prior)
+        except LLMError as e:
+            log.warning("re-rank LLM call failed: %s", e)
+            self.stats.record_call(e.kind, None)
+            return _Outcome(e.kind)
+        except InvalidOutput as e:
+            log.warning("re-rank intent unusable: %s", e)
+            self.stats.record_call(e.reason, _scored_completion(calls))
+            return _Outcome(e.reason)
+        self.stats.record_call("ok", _scored_completion(calls))
+        self._cache.put(key, intent)
+        return _Outcome("applied", intent)
 
     def _from_outcome(self, outcome: _Outcome, candidates: list[Candidate], context: LiveContext,
                       start: float) -> RerankResult:

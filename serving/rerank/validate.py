@@ -12,7 +12,8 @@ Text longer than ``MAX_ANSWER_CHARS`` or nesting deeper than ``MAX_ANSWER_DEPTH`
 ``invalid_output`` before any decoding, so no answer can exhaust the decoder's recursion.
 
 Reasons are plain text, whatever the LLM returns: no markup (tags, entities, markdown, URLs),
-no ids, one line, length-capped (``clean_reason``).
+no ids, one line, length-capped (``clean_reason``); and true of their item: a reason naming a
+genre, year or running time the item does not have is replaced by one of facts (``reasons``).
 """
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ from dataclasses import replace
 from typing import Any, Iterable, Sequence
 
 from streamrec.vocabulary import GENRES
-from serving.rerank.context import Candidate
+from serving.rerank.context import Candidate, LiveContext
 from serving.rerank.intent import GENRE_WORDS, LENGTHS, MOODS, Intent
+from serving.rerank.reasons import fact_reason, false_claims
 from serving.rerank.schema import MAX_ANSWER_CHARS, MAX_ANSWER_DEPTH, MAX_INTENT_REASON_CHARS, MAX_REASON_CHARS
 
 _REFUSAL = re.compile(
@@ -144,8 +146,11 @@ def clean_reason(text: Any, candidate_ids: Iterable[str], max_chars: int = MAX_R
     return text
 
 
-def parse_ranking(text: str | None, candidates: Sequence[Candidate], refusal: str | None = None) -> list[tuple[str, str]]:
-    """A listwise answer as ``(item_id, reason)`` best first: unknown ids and repeats dropped."""
+def parse_ranking(text: str | None, candidates: Sequence[Candidate], refusal: str | None = None, *,
+                  context: LiveContext | None = None, request: str | None = None) -> list[tuple[str, str]]:
+    """A listwise answer as ``(item_id, reason)`` best first: unknown ids and repeats dropped, and a
+    reason that its item contradicts (``false_claims``) replaced by one of facts, with ``context``
+    (unknown when None) and ``request``."""
     answer = parse_object(text, refusal)
     entries = answer.get("ranking")
     if not isinstance(entries, list):
@@ -153,12 +158,15 @@ def parse_ranking(text: str | None, candidates: Sequence[Candidate], refusal: st
     if not entries:
         raise InvalidOutput("empty", "empty ranking")
     ids = [c.item_id for c in candidates]
-    known, seen, ranked = set(ids), set(), []
+    by_id, seen, ranked = {c.item_id: c for c in candidates}, set(), []
     for entry in entries:
         item_id = entry.get("id") if isinstance(entry, dict) else None
-        if isinstance(item_id, str) and item_id in known and item_id not in seen:
+        if isinstance(item_id, str) and item_id in by_id and item_id not in seen:
             seen.add(item_id)
-            ranked.append((item_id, clean_reason(entry.get("reason"), ids)))
+            reason = clean_reason(entry.get("reason"), ids)
+            if false_claims(reason, by_id[item_id]):
+                reason = fact_reason(by_id[item_id], context or LiveContext(), request)
+            ranked.append((item_id, reason))
     if not ranked:
         raise InvalidOutput("invalid_output", "no candidate id in the ranking")
     return ranked
@@ -173,7 +181,7 @@ def mentions(request: str, genre: str) -> bool:
 def parse_intent(text: str | None, request: str | None, refusal: str | None = None) -> Intent:
     """An intent answer, with unknown values as "none"/"any", and guards against small-model noise:
     the genre and the avoided genre only count when the request mentions them, and a genre the
-    mood wants is never avoided ("a scary movie" must not avoid horror)."""
+    mood is about is never avoided (``Intent.may_avoid``)."""
     answer = parse_object(text, refusal)
     mood, length = answer.get("mood"), answer.get("preferred_length")
     genre, avoid = answer.get("genre"), answer.get("avoid_genre")
@@ -183,7 +191,7 @@ def parse_intent(text: str | None, request: str | None, refusal: str | None = No
         preferred_length=length if length in LENGTHS else "any",
         reason=clean_reason(answer.get("reason"), (), MAX_INTENT_REASON_CHARS),
     )
-    if avoid in GENRES and request and mentions(request, avoid) and avoid not in intent.genre_weights():
+    if avoid in GENRES and request and mentions(request, avoid) and intent.may_avoid(avoid):
         intent = replace(intent, avoid_genre=avoid)
     if intent.is_empty():
         raise InvalidOutput("empty", "the intent asks for nothing")

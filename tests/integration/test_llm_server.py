@@ -16,10 +16,6 @@ pytestmark = [
     pytest.mark.skipif(bool(_MISSING), reason=f"embedded LLM not installed ({'; '.join(_MISSING)}): {llm.INSTALL_HINT}"),
 ]
 
-GENRES = ["Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary", "Drama",
-          "Horror", "Romance", "Sci-Fi", "Thriller", "War", "Western"]
-
-
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     from openai import OpenAI
@@ -54,7 +50,7 @@ def _id_list(allowed: list[str], max_items: int) -> dict:
 
 def test_models_lists_the_alias(client):
     openai_client, model = client
-    assert model == llm.MODEL_ALIAS
+    assert model == llm.embedded_model().alias
     assert model in [m.id for m in openai_client.models.list().data]
 
 
@@ -75,17 +71,18 @@ def test_json_schema_restricts_ids_to_the_candidates(client):
     assert set(answer["item_ids"]) <= set(candidates)
 
 
-def test_intent_points_the_right_way(client):
+def test_a_prefilled_answer_is_continued_with_top_logprobs(client):
+    """What the scored intent decoder relies on: the server continues the final assistant message and
+    returns the next token's alternatives."""
+    from serving.rerank.llm_client import LLMClient
+
     openai_client, model = client
-    schema = {"type": "object",
-              "properties": {"boost_genres": _id_list(GENRES, 3), "avoid_genres": {**_id_list(GENRES, 3), "minItems": 0}},
-              "required": ["boost_genres", "avoid_genres"], "additionalProperties": False}
-    answer = _json_chat(
-        openai_client, model,
-        "You turn a movie viewer's request into a JSON intent. boost_genres: the genres the viewer asks for. "
-        "avoid_genres: genres the viewer says they do not want. Answer with JSON only.",
-        "something funny",
-        schema,
-    )
-    assert "Comedy" in answer["boost_genres"]
-    assert "Comedy" not in answer["avoid_genres"]
+    llm_client = LLMClient(str(openai_client.base_url), "sk-no-key-required", model, timeout_s=300)
+    messages = [{"role": "system", "content": "Classify the request into a JSON object with a genre."},
+                {"role": "user", "content": "I want a comedy tonight"}]
+    top = llm_client.next_tokens(messages, '{"genre": "').top
+    assert len(top) >= 5
+    pieces = [piece.lower() for piece, _ in top]
+    # the continuation of the prefill, not a fresh answer starting with "{"
+    assert not any(p.startswith("{") for p in pieces[:3]), pieces
+    assert any("comedy".startswith(p) for p in pieces[:3] if p), pieces

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from infra import llm, process
-from serving.rerank.bench_llm import CATALOG, SCENARIOS
+from serving.rerank.bench_llm import CATALOG, CONTEXTS
 from serving.rerank.context import Candidate
 from serving.rerank.reranker import Reranker
 from streamrec.config import Settings
@@ -43,11 +43,12 @@ def mean_rank(ids: list[str], genre: str) -> float:
     return sum(ranks) / len(ranks)
 
 
-def test_intent_something_funny_lifts_comedies(settings):
+@pytest.mark.parametrize("decoder", ["scored", "generated"])
+def test_intent_something_funny_lifts_comedies(settings, decoder):
     candidates = comedies_last()
-    context, _ = SCENARIOS[0]
-    with Reranker(dataclasses.replace(settings, llm=dataclasses.replace(settings.llm, mode="intent"))) as reranker:
-        result = reranker.refresh("contract-user", candidates, context, q="something funny")
+    llm_settings = dataclasses.replace(settings.llm, mode="intent", intent_decoder=decoder)
+    with Reranker(dataclasses.replace(settings, llm=llm_settings)) as reranker:
+        result = reranker.refresh("contract-user", candidates, CONTEXTS[0], q="something funny")
     assert result.status == "applied", result.status  # parsed, valid, within llm.timeout_seconds
     ids = [item.item_id for item in result.items]
     assert sorted(ids) == sorted(c.item_id for c in candidates)  # a permutation of the candidates, nothing else
@@ -57,8 +58,7 @@ def test_intent_something_funny_lifts_comedies(settings):
 
 def test_listwise_answer_holds_only_candidate_ids(settings):
     candidates = comedies_last()[:6]  # a short list keeps the small model's answer within the timeout
-    context, q = SCENARIOS[0]
     with Reranker(dataclasses.replace(settings, llm=dataclasses.replace(settings.llm, mode="listwise"))) as reranker:
-        result = reranker.refresh("contract-user", candidates, context, q=q)
+        result = reranker.refresh("contract-user", candidates, CONTEXTS[0], q="something funny and short")
     assert result.status in ("applied", "invalid_output", "empty"), result.status  # an answer came, in time
     assert sorted(item.item_id for item in result.items) == sorted(c.item_id for c in candidates)

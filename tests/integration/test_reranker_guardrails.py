@@ -111,7 +111,7 @@ def test_intent_answer_rescores_the_candidates(fake_llm, make_reranker):
     assert (result.status, result.applied, result.mode) == ("applied", True, "intent")
     assert ids(result)[:2] == ["i3", "i5"] and ids(result)[-1] == "i4"  # comedies up, horror avoided
     assert (result.intent.mood, result.intent.genre, result.intent.avoid_genre) == ("funny", "Comedy", "Horror")
-    assert result.items[0].reason == "Funny comedy (88 min) for late night on your phone"
+    assert result.items[0].reason == "Comedy, 88 min, short, for late night on your phone"
     request, = fake_llm.received()
     assert "Comedy" in request["response_format"]["json_schema"]["schema"]["properties"]["genre"]["enum"]
     assert json.loads(request["messages"][1]["content"].split("\n")[1])["request"] == "something funny, no horror"
@@ -217,10 +217,10 @@ def test_a_different_context_or_request_is_a_different_key(fake_llm, make_rerank
     on_tv = LiveContext(**{**CTX.__dict__, "device": "tv"})
     assert reranker.rerank("u1", CANDIDATES, on_tv).status == "applied"
     assert reranker.rerank("u1", CANDIDATES, CTX, q="scary").status == "applied"
-    assert reranker.rerank("u2", CANDIDATES, CTX).status == "applied"
-    # an intent does not depend on the candidates: a new candidate set reuses it
+    # an intent depends on its prompt alone: another user in the same situation, or a new candidate set, reuses it
+    assert reranker.rerank("u2", CANDIDATES, CTX).status == "cached"
     assert reranker.rerank("u1", CANDIDATES[:4], CTX).status == "cached"
-    assert len(fake_llm.received()) == 4
+    assert len(fake_llm.received()) == 3
 
 
 def test_listwise_cache_is_per_candidate_set(fake_llm, make_reranker):
@@ -243,9 +243,9 @@ def test_too_many_pending_calls_is_overloaded(fake_llm, make_reranker):
     fake_llm.hold()
     reranker = make_reranker("intent", budget_ms=50, max_pending=2)
     # distinct users and clients: no one holds more than its own slot, the global cap still holds
-    assert reranker.rerank("u1", CANDIDATES, CTX, client="c1").status == "timeout"
-    assert reranker.rerank("u2", CANDIDATES, CTX, client="c2").status == "timeout"
-    assert_fallback(reranker.rerank("u3", CANDIDATES, CTX, client="c3"), "overloaded")
+    assert reranker.rerank("u1", CANDIDATES, CTX, q="one", client="c1").status == "timeout"
+    assert reranker.rerank("u2", CANDIDATES, CTX, q="two", client="c2").status == "timeout"
+    assert_fallback(reranker.rerank("u3", CANDIDATES, CTX, q="three", client="c3"), "overloaded")
     received(fake_llm, 2)
 
 
@@ -280,8 +280,8 @@ def test_one_client_has_one_pending_call_whoever_it_asks_for(fake_llm, make_rera
     fake_llm.hold()
     reranker = make_reranker("intent", budget_ms=50)
     assert reranker.rerank("u1", CANDIDATES, CTX, client="c1").status == "timeout"
-    assert_fallback(reranker.rerank("u2", CANDIDATES, CTX, client="c1"), "busy")
-    assert reranker.rerank("u2", CANDIDATES, CTX, client="c2").status == "timeout"
+    assert_fallback(reranker.rerank("u2", CANDIDATES, CTX, q="scary", client="c1"), "busy")
+    assert reranker.rerank("u2", CANDIDATES, CTX, q="scary", client="c2").status == "timeout"
     received(fake_llm, 2)
 
 
@@ -336,9 +336,9 @@ def test_new_calls_are_rate_limited_per_client(fake_llm, make_reranker):
     assert reranker.rerank("u1", CANDIDATES, CTX, q="four", client="c2").status == "applied"
     assert reranker.rerank("u1", CANDIDATES, CTX, q="four", client="c1").status == "cached"
     # without a client (internal), the user is limited
-    for q in ("one", "two", "three"):
+    for q in ("five", "six", "seven"):
         assert reranker.rerank("u3", CANDIDATES, CTX, q=q).status == "applied"
-    assert reranker.rerank("u3", CANDIDATES, CTX, q="four").status == "rate_limited"
+    assert reranker.rerank("u3", CANDIDATES, CTX, q="eight").status == "rate_limited"
     assert len(fake_llm.received()) == 7
     fallbacks = reranker.stats.snapshot()["fallbacks"]
     assert fallbacks["rate_limited"] == 3 and sum(fallbacks.values()) == 3
@@ -368,7 +368,7 @@ def test_counters(fake_llm, make_reranker):
     reranker.rerank("u1", CANDIDATES, CTX)
     reranker.rerank("u1", CANDIDATES, CTX)
     fake_llm.fail(500)
-    reranker.rerank("u2", CANDIDATES, CTX)
+    reranker.rerank("u2", CANDIDATES, CTX, q="scary")
     snapshot = reranker.stats.snapshot()
     assert snapshot["applied"] == {"applied": 1, "cached": 1}
     assert snapshot["fallbacks"]["error"] == 1 and sum(snapshot["fallbacks"].values()) == 1

@@ -77,12 +77,12 @@ def test_matches():
 def test_reasons_come_from_the_intent_and_the_context():
     scored = {s.candidate.item_id: s.reason for s in rescore(
         Intent(mood="light", preferred_length="short", avoid_genre="Horror"), CANDIDATES, CTX)}
-    assert scored["c1"] == "Light comedy (88 min) for late night on your phone"
+    assert scored["c1"] == "Comedy, 88 min, short, for late night on your phone"
     assert scored["t1"] == "Lower for now: avoiding horror"
     assert scored["d1"] == "Recommended from your viewing history"
-    assert scored["d2"] == "Light romance for late night on your phone"  # from the mood's genres
+    assert scored["d2"] == "Romance/Drama, 1997, for late night on your phone"  # the mood's genre first
     unknown = rescore(Intent(genre="Drama"), CANDIDATES[:1], LiveContext())
-    assert unknown[0].reason == "Drama"
+    assert unknown[0].reason == "Drama, 1995"
 
 
 def test_an_intent_without_genres_or_length_is_empty():

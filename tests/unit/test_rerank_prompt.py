@@ -1,6 +1,7 @@
 """The re-rank prompts and schemas, and the live context they are built from (pure)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -10,7 +11,7 @@ from serving.rerank.context import (
     Candidate, LiveContext, RecentItem, candidate_set_hash, context_signature, live_context, top_genres,
 )
 from serving.rerank.prompt import (
-    DATA_BEGIN, DATA_END, INTENT_SYSTEM, LISTWISE_SYSTEM, MAX_REQUEST_CHARS, MAX_TITLE_CHARS, intent_messages,
+    DATA_BEGIN, DATA_END, INTENT_SYSTEM, LISTWISE_SYSTEM, MAX_REQUEST_CHARS, MAX_TITLE_CHARS, intent_key, intent_messages,
     listwise_messages, neutralize,
 )
 from serving.rerank.intent import MOODS, NO_GENRE
@@ -89,9 +90,20 @@ def test_intent_prompt_has_the_request_and_context_but_no_catalog_text():
     data = data_of(messages)
     assert list(data) == ["request", "context"]
     assert data["request"] == "something light before bed"
-    assert data["context"] == {"time": "late night, 23:00, weekday", "device": "phone",
-                               "session": "4 events over 15 min", "minutes_since_last_activity": 1}
+    # coarse, so that viewers in the same situation share a decision
+    assert data["context"] == {"time": "late night, weekday", "device": "phone", "session": "under an hour in"}
     assert data_of(intent_messages(CTX))["request"] is None
+
+
+def test_intent_key_follows_the_prompt_not_the_user_details():
+    later = dataclasses.replace(CTX, local_hour=CTX.local_hour + 1 if CTX.local_hour < 23 else 0,
+                                session_events=CTX.session_events + 3, time_since_last_event_s=5.0,
+                                top_genres=(("Drama", 1.0),), recent_items=())
+    assert data_of(intent_messages(later)) == data_of(intent_messages(CTX))
+    assert intent_key(later, "Funny ") == intent_key(CTX, "funny")
+    assert intent_key(CTX, "funny") != intent_key(CTX, "scary")
+    assert intent_key(dataclasses.replace(CTX, device="tv")) != intent_key(CTX)
+    assert intent_key(dataclasses.replace(CTX, session_length_s=2 * 3600.0)) != intent_key(CTX)
 
 
 def test_unknown_context_is_left_out():
