@@ -54,6 +54,10 @@ GENRE_WORDS: dict[str, tuple[str, ...]] = {
 # 60% of the W&D range, so the W&D order still decides close calls; length fit adds up to 0.2.
 GENRE_WEIGHT = 1.2
 LENGTH_WEIGHT = 0.2
+# An intent read from the context alone (no request) knows nothing the W&D model does not: its wide part crosses
+# day-part, weekend and device with the item's genres. At full weight such intents cost 10 % NDCG@10 on
+# context-shifted sessions (`streamrec evaluate --rerank`, README), so they only break near-ties.
+CONTEXT_ONLY_SCALE = 0.1
 # Running-time scale, as the synthetic world's (streams.world.ModelParams): centre and spread in minutes.
 DURATION_MEAN = 110.0
 DURATION_SCALE = 25.0
@@ -70,6 +74,7 @@ class Intent:
     avoid_genre: str | None = None  # the genre the request rules out
     preferred_length: str = "any"
     reason: str = ""
+    asked: bool = False  # shaped by a free-text request, not by the context alone
 
     def genre_weights(self) -> dict[str, float]:
         """Genre -> 0..1: the mood's genres, and the named genre at full weight."""
@@ -112,12 +117,13 @@ def length_match(preferred: str, minutes: float | None) -> float:
 def rescore(intent: Intent, candidates: Sequence[Candidate], ctx: LiveContext) -> list[Scored]:
     """The candidates in their new order, best first; ties keep the W&D order."""
     weights = intent.genre_weights()
+    scale = 1.0 if intent.asked else CONTEXT_ONLY_SCALE
     wd = [c.wd_score for c in candidates]
     lo, hi = min(wd, default=0.0), max(wd, default=0.0)
     scored = []
     for pos, c in enumerate(candidates):
         base = (c.wd_score - lo) / (hi - lo) if hi > lo else 0.5
-        score = base + GENRE_WEIGHT * genre_match(weights, c.genres) + LENGTH_WEIGHT * length_match(
+        score = base + scale * GENRE_WEIGHT * genre_match(weights, c.genres) + scale * LENGTH_WEIGHT * length_match(
             intent.preferred_length, c.duration_minutes)
         excluded = intent.avoid_genre in c.genres
         scored.append((excluded, -score, pos, Scored(c, round(score, 6), item_reason(intent, weights, c, ctx))))

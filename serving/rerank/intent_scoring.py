@@ -16,6 +16,7 @@ names none.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
@@ -152,9 +153,9 @@ def score_intent(ask: NextTokens, request: str | None,
         else:
             genre = NO_GENRE
     intent = Intent(mood=choices["mood"].value, genre=None if genre == NO_GENRE else genre,
-                    preferred_length=choices["preferred_length"].value)
+                    preferred_length=choices["preferred_length"].value, asked=bool(request))
     if avoid != NO_GENRE and intent.may_avoid(avoid):
-        intent = Intent(intent.mood, intent.genre, avoid, intent.preferred_length)
+        intent = dataclasses.replace(intent, avoid_genre=avoid)
     if intent.is_empty():
         raise InvalidOutput("empty", "the intent asks for nothing")
     return intent, choices

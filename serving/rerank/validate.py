@@ -190,6 +190,7 @@ def parse_intent(text: str | None, request: str | None, refusal: str | None = No
         genre=genre if genre in GENRES and request and mentions(request, genre) else None,
         preferred_length=length if length in LENGTHS else "any",
         reason=clean_reason(answer.get("reason"), (), MAX_INTENT_REASON_CHARS),
+        asked=bool(request),
     )
     if avoid in GENRES and request and mentions(request, avoid) and intent.may_avoid(avoid):
         intent = replace(intent, avoid_genre=avoid)

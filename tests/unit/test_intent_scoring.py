@@ -63,7 +63,7 @@ def test_genres_are_asked_only_among_those_the_request_names():
     assert field_options("avoid_genre", None) == ("none",)
     ask = Script({prefill("mood"): [("fun", 0.9)], prefill("preferred_length"): [("short", 0.8)]})
     intent, choices = score_intent(ask, "cheer me up, quickly")
-    assert intent == Intent(mood="funny", preferred_length="short")
+    assert intent == Intent(mood="funny", preferred_length="short", asked=True)
     assert ask.asked == [prefill("mood"), prefill("preferred_length")]  # no genre named: no genre call
     assert choices["genre"].calls == 0
 
@@ -122,4 +122,4 @@ def test_the_prior_is_asked_only_for_a_request_and_only_for_calibrated_fields():
     assert intent == Intent(mood="exciting", preferred_length="long") and not asked
     with_request = Script({prefill("mood"): [("exc", 0.3), ("light", 0.6)], prefill("preferred_length"): [("long", 0.9)]})
     intent, _ = score_intent(with_request, "something calm", prior)
-    assert intent == Intent(mood="light") and asked == [True]  # the mood by its probability; "long" not lifted
+    assert intent == Intent(mood="light", asked=True) and asked == [True]  # the mood by its probability; "long" not lifted

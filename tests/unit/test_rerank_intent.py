@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from serving.rerank.context import Candidate, LiveContext
-from serving.rerank.intent import GENRE_WEIGHT, Intent, genre_match, length_match, rescore
+from serving.rerank.intent import CONTEXT_ONLY_SCALE, GENRE_WEIGHT, Intent, genre_match, length_match, rescore
 
 CTX = LiveContext(daypart="late_night", device="phone")
 
@@ -27,18 +27,18 @@ def test_a_neutral_intent_keeps_the_wd_order():
 
 
 def test_naming_comedy_moves_comedies_up():
-    new = order(Intent(genre="Comedy"))
+    new = order(Intent(asked=True, genre="Comedy"))
     assert new[:2] == ["c1", "c2"]
     assert new[2:] == ["d1", "t1", "d2"]  # the rest keep their relative order
 
 
 def test_the_funny_mood_alone_moves_comedies_up():
-    assert order(Intent(mood="funny"))[:2] == ["c1", "c2"]
+    assert order(Intent(asked=True, mood="funny"))[:2] == ["c1", "c2"]
 
 
 def test_a_named_genre_adds_to_the_mood():
     # comedies (the mood) and romances (named) first, among them the W&D order
-    assert order(Intent(mood="funny", genre="Romance")) == ["d2", "c1", "c2", "d1", "t1"]
+    assert order(Intent(asked=True, mood="funny", genre="Romance")) == ["d2", "c1", "c2", "d1", "t1"]
 
 
 def test_the_avoided_genre_goes_below_everything_else():
@@ -57,11 +57,22 @@ def test_length_preference_breaks_close_calls(length, first):
 def test_the_wd_score_still_counts():
     # a mood's side genre (weight 0.5) does not lift the weakest item over a much stronger one
     strong = [CANDIDATES[0], Candidate("a9", "Weak", ("Animation",), 2000, 95.0, 0.0, 0.0)] + CANDIDATES[1:3]
-    assert order(Intent(mood="funny"), strong)[0] == "d1"
+    assert order(Intent(asked=True, mood="funny"), strong)[0] == "d1"
+
+
+def test_an_intent_of_the_context_alone_only_breaks_near_ties():
+    # W&D already crosses the context with genres: without a request the mood does not override its order
+    assert order(Intent(mood="funny")) == ["d1", "t1", "d2", "c1", "c2"]
+    near = [Candidate("d1", "Drama One", ("Drama",), 1995, 130.0, 0.90, 0.0),
+            Candidate("c1", "Comedy One", ("Comedy",), 1998, 88.0, 0.88, 0.0),
+            Candidate("x1", "Last", ("War",), 1990, 140.0, 0.10, 0.0)]
+    assert order(Intent(mood="funny"), near)[:2] == ["c1", "d1"]
+    top = rescore(Intent(mood="funny"), near, CTX)[0]
+    assert top.score == pytest.approx((0.88 - 0.10) / (0.90 - 0.10) + CONTEXT_ONLY_SCALE * GENRE_WEIGHT)
 
 
 def test_scores_are_the_sort_key():
-    scored = rescore(Intent(genre="Comedy"), CANDIDATES, CTX)
+    scored = rescore(Intent(asked=True, genre="Comedy"), CANDIDATES, CTX)
     assert [s.score for s in scored] == sorted((s.score for s in scored), reverse=True)
     assert scored[0].score == pytest.approx((0.60 - 0.55) / (0.90 - 0.55) + GENRE_WEIGHT)
 

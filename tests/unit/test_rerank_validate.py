@@ -196,7 +196,8 @@ def intent_text(**fields) -> str:
 
 def test_intent_is_parsed():
     assert parse_intent(intent_text(), request="a short comedy, no horror") == Intent(
-        mood="funny", genre="Comedy", avoid_genre="Horror", preferred_length="short", reason="Something funny and short")
+        mood="funny", genre="Comedy", avoid_genre="Horror", preferred_length="short", reason="Something funny and short",
+        asked=True)
 
 
 def test_the_intent_reason_is_plain_text():
