@@ -7,7 +7,11 @@ from pathlib import Path
 
 from streamrec.errors import UserError
 
-ORACLE = "oracle_intent"  # the world's own intent genre through the same re-scoring: what intent mode could reach
+ORACLE = "oracle_intent"  # the world's own intent genre at a request's weight, no LLM: what intent mode could reach
+# The same LLM intents as "intent", blended at a request's full weight instead of CONTEXT_ONLY_SCALE: why the scale.
+FULL_WEIGHT = "intent_full_weight"
+LABELS = {ORACLE: f"{ORACLE} (bound: the world's true intent, no LLM)",
+          FULL_WEIGHT: f"{FULL_WEIGHT} (the same intents at a request's weight)"}
 
 
 def write_report(out_dir: Path, summary: dict) -> list[Path]:
@@ -39,7 +43,7 @@ def markdown(summary: dict) -> str:
     ]
     for mode, block in summary["modes"].items():
         ndcg, hr = block["overall"][f"ndcg@{k}"], block["overall"][f"hr@{k}"]
-        name = f"{mode} (bound: the world's true intent, no LLM)" if mode == ORACLE else mode
+        name = LABELS.get(mode, mode)
         lines.append(f"| {name} | {block['sessions']} | {_f(ndcg['base'])} | {_f(ndcg['treated'])} | {_pct(ndcg['relative'])} "
                      f"| {_ci(ndcg['relative_ci'])} | {_f(hr['base'])} | {_f(hr['treated'])} | {_pct(hr['relative'])} "
                      f"| {_ci(hr['relative_ci'])} | {block['fell_back']} |")
@@ -57,7 +61,7 @@ def markdown(summary: dict) -> str:
             fit = "" if f["intent_favours_world_genre"] is None else _pct(f["intent_favours_world_genre"], sign=False)
             lines.append(f"| {name} | {f['sessions']} | {_f(f['base'])} | {_f(f['treated'])} | {_pct(f['relative'])} "
                          f"| {_ci(f['relative_ci'])} | {_f(f[f'hr@{k}_wd'])} → {_f(f[f'hr@{k}_rerank'])} | {fit} |")
-        if mode == ORACLE:
+        if mode in LABELS:
             continue
         lat = block["latency"]
         lines += ["", (f"Decisions: {block['calls']['count']} LLM calls for {block['sessions']} sessions "

@@ -45,7 +45,7 @@ from serving.rerank_eval.lift import (
     paired_lift,
     session_metrics,
 )
-from serving.rerank_eval.report import ORACLE, write_report
+from serving.rerank_eval.report import FULL_WEIGHT, ORACLE, write_report
 from serving.rerank_eval.sessions import held_out_sessions, read_sessions
 from streamrec.config import Settings
 from streamrec.errors import UserError
@@ -120,7 +120,7 @@ def run_rerank_evaluation(settings: Settings, out_dir: Path, options: RerankOpti
         "seeds": list(options.seeds), "k": K, "top_n": settings.serving.top_n, "max_sessions": options.max_sessions,
         "wide_deep_config": options.config.to_dict(), "negatives_per_positive": options.negatives,
         "per_seed": seeds,
-        "modes": {mode: summarize(sessions[sessions["mode"] == mode]) for mode in (*options.modes, ORACLE)
+        "modes": {mode: summarize(sessions[sessions["mode"] == mode]) for mode in (*options.modes, FULL_WEIGHT, ORACLE)
                   if (sessions["mode"] == mode).any()},
         "seconds": round(time.monotonic() - started, 1),
         "sessions": json.loads(sessions.to_json(orient="records")),
@@ -263,6 +263,11 @@ def decisions(settings: Settings, mode: str, chosen: pd.DataFrame, shortlists: l
                 order = ([s.candidate.item_id for s in rescore(intent, short.candidates, short.context)]
                          if intent is not None else [c.item_id for c in short.candidates])
             out.append(_row(session, short, seed, mode, order, status, latency, intent))
+            if mode == "intent":
+                full = None if intent is None else dataclasses.replace(intent, asked=True)
+                full_order = ([s.candidate.item_id for s in rescore(full, short.candidates, short.context)]
+                              if full is not None else [c.item_id for c in short.candidates])
+                out.append(_row(session, short, seed, FULL_WEIGHT, full_order, status, None, full, called=False))
             if n % 25 == 0 or n == len(chosen):
                 calls = sum(r["called"] for r in out)
                 _say(options, f"seed {seed}: {mode} {n}/{len(chosen)} sessions, {calls} LLM calls", started)
@@ -273,7 +278,7 @@ def oracle(chosen: pd.DataFrame, shortlists: list[Shortlist], seed: int) -> list
     """The world's own intent genre for each session through the same re-scoring: a bound, not a mode (no LLM)."""
     rows = []
     for session, short in zip(chosen.itertuples(index=False), shortlists):
-        intent = Intent(genre=session.intent)
+        intent = Intent(genre=session.intent, asked=True)
         order = [s.candidate.item_id for s in rescore(intent, short.candidates, short.context)]
         rows.append(_row(session, short, seed, ORACLE, order, "applied", None, intent, called=False))
     return rows

@@ -7,6 +7,7 @@ fake holds its answer until the test releases it, so no outcome depends on speed
 from __future__ import annotations
 
 import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -207,6 +208,19 @@ def test_slow_answer_times_out_now_and_is_cached_for_the_next_request(fake_llm, 
     assert_only_candidates(result)
     assert len(fake_llm.received()) == 1
     assert reranker.stats.snapshot()["applied"]["cached"] >= 1
+
+
+def test_a_new_request_gets_its_own_decision_within_the_request_budget(fake_llm, make_reranker):
+    fake_llm.answer(FUNNY_INTENT)
+    reranker = make_reranker("intent", budget_ms=50)  # llm.request_budget_ms stays at its 2.5 s default
+    fake_llm.hold()
+    threading.Timer(0.5, fake_llm.release).start()  # a decision that takes 0.5 s
+    result = reranker.rerank("u1", CANDIDATES, CTX, q="something funny")
+    assert result.status == "applied" and 450 <= result.latency_ms < 2500, (result.status, result.latency_ms)
+    # without a request, only llm.budget_ms: the W&D order now, the decision into the cache later
+    fake_llm.hold()
+    threading.Timer(0.5, fake_llm.release).start()
+    assert_fallback(reranker.rerank("u1", CANDIDATES, CTX), "timeout")
 
 
 def test_a_different_context_or_request_is_a_different_key(fake_llm, make_reranker):
