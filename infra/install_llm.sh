@@ -19,7 +19,8 @@ PY=${PYTHON:-.venv/bin/python}
 # Where things go, and what each model's file is made of, is infra/llm.py's to say, so the server finds
 # exactly what was installed here.
 declare -A MODEL_PATH MODEL_SHA256 MODEL_SIZE_MB MODEL_REQS MODEL_MEMBERS
-eval "$("$PY" - "$@" <<'EOF'
+# Assigned first, so a failure here (an unknown model name, an interpreter without the project) stops the script.
+VARS=$("$PY" - "$@" <<'EOF'
 import shlex, sys
 from infra import llm
 names = sys.argv[1:] or [llm.DEFAULT_MODEL]
@@ -32,7 +33,8 @@ for name in names:
                        "REQS": " ".join(r for r, _ in m.members), "MEMBERS": " ".join(p for _, p in m.members)}.items():
         print(f"MODEL_{key}[{q(name)}]={q(value)}")
 EOF
-)"
+) || { echo "install_llm: error: infra/llm.py could not describe the models (see above)" >&2; exit 1; }
+eval "$VARS"
 
 SDIST_SHA256=b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45
 

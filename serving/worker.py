@@ -35,6 +35,7 @@ from kafka.errors import KafkaError
 from serving.metrics import ServingMetrics
 from serving.pipeline import Pipeline
 from serving.rerank import Reranker, context_signature, live_context
+from serving.rerank.reranker import SETTLED
 from streamrec.config import Settings
 from streams.kafka_util import client_options
 
@@ -44,9 +45,12 @@ DEFAULT_GROUP = "streamrec-rerank-worker"
 # Users whose last refreshed signature is remembered; beyond it the oldest are forgotten (and refreshed again).
 MAX_TRACKED_USERS = 100_000
 MAX_POLL_RECORDS = 500
-# Rows are refreshed one by one, some needing an LLM call (~1 s): after this long the worker polls again (so a
-# poll never nears max.poll.interval.ms) and the rest wait, newest row per user, oldest user first.
+# Rows are refreshed one by one, some needing an LLM call (~1 s): after this long the worker polls again and the
+# rest wait, newest row per user, oldest user first.
 POLL_BUDGET_S = 2.0
+# The longest one refresh waits for its LLM call (which then still fills the cache): with POLL_BUDGET_S, what
+# keeps a poll well within Kafka's max.poll.interval.ms (300 s) when the LLM stalls.
+REFRESH_WAIT_S = 30.0
 # Users waiting for a refresh; beyond it the longest-waiting are dropped (counted: skips "dropped").
 MAX_WAITING_USERS = 10_000
 RETRY_S = 5.0
@@ -175,10 +179,12 @@ class RefreshWorker:
         signature = context_signature(short.context)
         if self._refreshed.get(user_id) == signature:
             return self._skip("unchanged")
-        result = self.reranker.refresh(user_id, short.rerank_candidates(), short.context, reuse=True)
+        result = self.reranker.refresh(user_id, short.rerank_candidates(), short.context, reuse=True,
+                                       wait_s=REFRESH_WAIT_S)
         self.metrics.worker_refreshes.labels(result.status).inc()
         if result.applied:
             self.metrics.worker_lag.observe(max(self.clock() * 1000 - row["last_event_ts_ms"], 0) / 1000.0)
+        if result.applied or result.status in SETTLED:  # settled: what the API would serve too, nothing to redo
             self._refreshed[user_id] = signature
             self._refreshed.move_to_end(user_id)
             while len(self._refreshed) > MAX_TRACKED_USERS:

@@ -16,7 +16,12 @@
 | ``fairness`` | ``FairQueue``: one pending call per user and client, the per-client rate limit |
 | ``reranker`` | ``Reranker``: budget, background calls, cache, fallback, counters |
 """
-from serving.rerank.context import Candidate, LiveContext, context_signature, live_context
+from serving.rerank.context import (
+    Candidate,
+    LiveContext,
+    context_signature,
+    live_context,
+)
 from serving.rerank.reranker import RankedItem, Reranker, RerankResult
 
 __all__ = ["Candidate", "LiveContext", "RankedItem", "RerankResult", "Reranker", "context_signature", "live_context"]

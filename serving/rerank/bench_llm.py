@@ -66,6 +66,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from infra import llm
 
     decoders = _names(args.decoders, DECODERS, "decoder")
+    if args.requests is not None and args.requests < 1:
+        raise UserError("--requests must be at least 1")
     labelled = load_labelled()[: args.requests]
     settings = dataclasses.replace(settings, llm=dataclasses.replace(
         settings.llm, timeout_seconds=args.timeout or settings.llm.timeout_seconds))

@@ -3,7 +3,7 @@
 ``live_context`` reads a user's online feature row (``features.user_state.FEATURE_COLUMNS``)
 at serving time. ``context_signature`` names the context coarsely: it changes when the
 context changes materially (day-part, weekend, device, the strongest genres and their order,
-a new session) and not with decay, so a cached re-rank stays valid while the user's situation
+a new session, its stage) and not with decay, so a cached re-rank stays valid while the user's situation
 does, and the refresh worker can tell which users' re-ranks went stale.
 """
 from __future__ import annotations
@@ -13,14 +13,16 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
-from streamrec.vocabulary import GENRE_SLUGS, GENRES, daypart, is_weekend, local_time
 from streamrec.config import FeatureConfig
+from streamrec.vocabulary import GENRE_SLUGS, GENRES, daypart, is_weekend, local_time
 
 TOP_GENRES = 3
 # Genres under this share of the user's affinity are noise; leaving them out keeps their
 # small swings from changing the signature.
 MIN_GENRE_SHARE = 0.1
 RECENT_ITEMS = 5
+# A session younger than this has "just started".
+SESSION_STARTED_MIN = 10
 
 
 @dataclass(frozen=True)
@@ -106,9 +108,18 @@ def live_context(
     )
 
 
+def session_stage(ctx: LiveContext) -> str | None:
+    """How far into a session, coarsely: None (no session), "just started", "under an hour in", "over an hour in"."""
+    if ctx.session_id is None:
+        return None
+    minutes = ctx.session_length_s / 60
+    return "just started" if minutes < SESSION_STARTED_MIN else "under an hour in" if minutes < 60 else "over an hour in"
+
+
 def context_signature(ctx: LiveContext) -> str:
-    """A short stable hash of the material parts of the context."""
-    material = [ctx.daypart, ctx.is_weekend, ctx.device, [g for g, _ in ctx.top_genres], ctx.session_id]
+    """A short stable hash of the material parts of the context (everything an intent prompt reads among them)."""
+    material = [ctx.daypart, ctx.is_weekend, ctx.device, [g for g, _ in ctx.top_genres], ctx.session_id,
+                session_stage(ctx)]
     return _digest(json.dumps(material, separators=(",", ":")))
 
 

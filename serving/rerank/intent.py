@@ -16,6 +16,8 @@ MOODS: tuple[str, ...] = (
     "any", "light", "funny", "exciting", "intense", "dark", "romantic", "thoughtful", "family", "scary",
 )
 LENGTHS: tuple[str, ...] = ("any", "short", "medium", "long")
+# What the LLM decides of an intent (``Intent`` also carries its own reason and whether a request shaped it).
+INTENT_FIELDS = ("mood", "genre", "avoid_genre", "preferred_length")
 NO_GENRE = "none"
 
 # Genres a mood implies (weight 0..1); the genre a request names counts 1.

@@ -6,8 +6,8 @@ in it: the moods and lengths that would be right (lists: "something light" is fa
 out ("none" when there is none). A genre is labelled only where ``validate.mentions`` sees it in
 the request, so every label can be reached through the guards.
 
-What is scored is the intent ``validate.parse_intent`` returns, guards applied, i.e. what the
-re-ranker uses, not the raw answer. An answer with nothing usable (``None``) leaves the W&D order,
+What is scored is the intent the re-ranker uses (``intent_scoring.score_intent``, or
+``validate.parse_intent`` for a generated answer), guards applied, not the raw answer. An answer with nothing usable (``None``) leaves the W&D order,
 so it counts as mood "any", no genre, nothing avoided, length "any": right for a request that
 gives no direction, wrong in every field the request does give.
 """
@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from streamrec.vocabulary import GENRES
+from serving.rerank.intent import INTENT_FIELDS as FIELDS
 from serving.rerank.intent import LENGTHS, MOODS, NO_GENRE, Intent
+from streamrec.vocabulary import GENRES
 
 LABELLED_PATH = Path(__file__).with_name("labelled_requests.json")
-FIELDS = ("mood", "genre", "avoid_genre", "preferred_length")
 
 
 @dataclass(frozen=True)

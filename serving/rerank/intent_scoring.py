@@ -6,7 +6,8 @@ asked for one token with its top log-probabilities; every allowed value is score
 of the tokens that start it, and the best one is taken (FIRST, Reddy et al. 2024, ranks from
 first-token logits the same way). The fields are asked independently, so every call shares the
 prompt up to the prefill and the server's prompt cache reads the request once: a decision is one
-prompt read plus a forward pass per field.
+prompt read plus a forward pass per field (and per shared piece split, below); a request's length
+is calibrated against the same context without the request, read once per situation.
 
 A token may start several values ("Com" could begin "Comedy" or "Community"); when such a shared
 piece carries more probability than any value it would decide between, the piece is typed and the
@@ -21,11 +22,11 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
+from serving.rerank.intent import INTENT_FIELDS as FIELDS
 from serving.rerank.intent import LENGTHS, MOODS, NO_GENRE, Intent
 from serving.rerank.validate import InvalidOutput, mentions
 from streamrec.vocabulary import GENRES
 
-FIELDS = ("mood", "genre", "avoid_genre", "preferred_length")
 MAX_DEPTH = 3
 # Fields with a neutral first value ("any") that a request must earn: how much likelier, relative to the
 # context alone, the request must make a value for it to be taken. Only the length: with the prompt's worked
@@ -63,12 +64,13 @@ def field_options(field: str, request: str | None) -> tuple[str, ...]:
 
 def tally(top: Sequence[tuple[str, float]], options: Sequence[str], typed: str = "") -> tuple[dict, dict]:
     """Probability per option from one step's top tokens, after ``typed``; and the pieces that start
-    several options, as {piece: (its probability, the options)}. Case is ignored (the model writes
+    several options, as {the text so far, as written: (its probability, the options)}. Case is ignored (the model writes
     "com" for "Comedy" too); a piece carrying the closing quote must end an option exactly."""
     scores = {o: 0.0 for o in options}
     shared: dict[str, tuple[float, tuple[str, ...]]] = {}
     for piece, logprob in top:
-        text = (typed + piece).lower() if typed else piece.lstrip().lower()
+        written = typed + piece if typed else piece.lstrip()  # as the model wrote it: typed back as such
+        text = written.lower()
         if not text:
             continue
         p = math.exp(logprob)
@@ -80,8 +82,8 @@ def tally(top: Sequence[tuple[str, float]], options: Sequence[str], typed: str =
         if len(matches) == 1:
             scores[matches[0]] += p
         elif matches:
-            old = shared.get(text, (0.0, matches))
-            shared[text] = (old[0] + p, matches)
+            old = shared.get(written, (0.0, matches))
+            shared[written] = (old[0] + p, matches)
     return scores, shared
 
 

@@ -16,17 +16,15 @@ import re
 import unicodedata
 from typing import Any, Sequence
 
-from streamrec.vocabulary import GENRES
-from serving.rerank.context import Candidate, LiveContext
-from serving.rerank.intent import MOODS, NO_GENRE
+from serving.rerank.context import Candidate, LiveContext, session_stage
+from serving.rerank.intent import INTENT_FIELDS, MOODS, NO_GENRE
 from serving.rerank.schema import MAX_RANKED, MAX_REASON_CHARS
+from streamrec.vocabulary import GENRES
 
 DATA_BEGIN = "BEGIN_DATA"
 DATA_END = "END_DATA"
 MAX_TITLE_CHARS = 80
 MAX_REQUEST_CHARS = 200
-# A session younger than this is "just started" in the intent's context.
-SESSION_STARTED_MIN = 10
 
 _MARKER = re.compile(r"\b(?:begin|end)[\s_\-]*data\b", re.IGNORECASE)
 _SPACE = re.compile(r"\s+")
@@ -53,7 +51,7 @@ INTENT_EXAMPLES: tuple[tuple[str, tuple[str, str, str, str]], ...] = (
 
 
 def _example(request: str, values: tuple[str, str, str, str]) -> str:
-    fields = dict(zip(("mood", "genre", "avoid_genre", "preferred_length"), values))
+    fields = dict(zip(INTENT_FIELDS, values))
     return f"{json.dumps(request)} -> {json.dumps(fields)}"
 
 
@@ -120,9 +118,7 @@ def intent_context(ctx: LiveContext) -> dict:
     if ctx.device:
         data["device"] = neutralize(ctx.device, 20)
     if ctx.session_id is not None:
-        minutes = ctx.session_length_s / 60
-        data["session"] = ("just started" if minutes < SESSION_STARTED_MIN else
-                           "under an hour in" if minutes < 60 else "over an hour in")
+        data["session"] = session_stage(ctx)
     return data
 
 

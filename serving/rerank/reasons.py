@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from streamrec.vocabulary import GENRES
 from serving.rerank.context import Candidate, LiveContext
 from serving.rerank.intent import DAYPART_WORDS, DEVICE_WORDS, GENRE_WORDS
 from serving.rerank.prompt import neutralize, request_text
 from serving.rerank.schema import MAX_REASON_CHARS
+from streamrec.vocabulary import GENRES
 
 MAX_GENRES = 2
 MAX_QUOTE_CHARS = 40

@@ -32,16 +32,31 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence, Union
 
+from infra.llm import is_embedded
 from serving.rerank.cache import TTLCache
-from serving.rerank.context import Candidate, LiveContext, candidate_set_hash, context_signature
+from serving.rerank.context import (
+    Candidate,
+    LiveContext,
+    candidate_set_hash,
+    context_signature,
+)
 from serving.rerank.fairness import FairQueue
 from serving.rerank.intent import Intent, rescore
 from serving.rerank.intent_scoring import context_masses, score_intent
 from serving.rerank.llm_client import Completion, LLMClient, LLMError, NextTokens
-from serving.rerank.prompt import intent_key, intent_messages, listwise_messages, request_text
+from serving.rerank.prompt import (
+    intent_key,
+    intent_messages,
+    listwise_messages,
+    request_text,
+)
 from serving.rerank.schema import MAX_RANKED, intent_format, listwise_format
-from serving.rerank.validate import InvalidOutput, complete_order, parse_intent, parse_ranking
-from infra.llm import is_embedded
+from serving.rerank.validate import (
+    InvalidOutput,
+    complete_order,
+    parse_intent,
+    parse_ranking,
+)
 from streamrec.config import ConfigError, Settings
 
 log = logging.getLogger(__name__)
@@ -51,12 +66,16 @@ DECODERS = ("auto", "scored", "generated")
 STATUSES = ("applied", "cached", "timeout", "error", "invalid_output", "refusal", "empty", "overloaded", "busy",
             "rate_limited", "disabled")
 APPLIED = ("applied", "cached")
+# Outcomes as final for their key as an answer (decoding is greedy and seeded: asking again gives the same), so
+# they are cached too and served as the W&D order with their status: a situation whose intent asks for nothing
+# must not cost a call on every request and every worker refresh.
+SETTLED = ("empty", "invalid_output")
 LATENCY_BUCKETS_MS = (100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 # Output token caps: an intent is ~50 tokens; a listwise entry (id, reason) up to ~45.
 INTENT_MAX_TOKENS = 120
 LISTWISE_TOKENS_PER_ITEM = 48
 
-Proposal = Union[Intent, tuple[tuple[str, str], ...]]
+Proposal = Union[Intent, tuple[tuple[str, str], ...], str]  # str: a SETTLED status
 
 
 @dataclass(frozen=True)
@@ -171,7 +190,7 @@ class Reranker:
         key = self._key(user_id, candidates, context, q)
         hit = self._cache.get(key)
         if hit is not None:
-            return self._applied(hit[0], candidates, context, "cached", start, cache_age_s=hit[1])
+            return self._from_cache(hit, candidates, context, start)
         future = self._submit(user_id, client, key, candidates, context, q)
         if isinstance(future, str):  # refused: busy, overloaded or rate_limited
             return self._fallback(candidates, future, start)
@@ -183,12 +202,13 @@ class Reranker:
         return self._from_outcome(outcome, candidates, context, start)
 
     def refresh(self, user_id: str, candidates: Sequence[Candidate], context: LiveContext,
-                q: str | None = None, *, reuse: bool = False) -> RerankResult:
+                q: str | None = None, *, reuse: bool = False, wait_s: float | None = None) -> RerankResult:
         """Call the LLM now, without the budget, and cache the answer (the refresh worker, benchmarks).
 
         ``reuse``: a cached answer is served as it is (``cached``) and only a missing one costs a call: what
         the worker wants, as an intent is shared by everyone in the same situation. One pending call per user
-        holds here too; the rate limit does not (the server's own work)."""
+        holds here too; the rate limit does not (the server's own work). ``wait_s``: give up waiting after this
+        long (``timeout``; the call still fills the cache), so a stalled LLM cannot hold the worker."""
         start = time.monotonic()
         candidates = list(candidates)
         if not self.enabled or not candidates:
@@ -196,11 +216,15 @@ class Reranker:
         key = self._key(user_id, candidates, context, q)
         hit = self._cache.get(key) if reuse else None
         if hit is not None:
-            return self._applied(hit[0], candidates, context, "cached", start, cache_age_s=hit[1])
+            return self._from_cache(hit, candidates, context, start)
         future = self._submit(user_id, None, key, candidates, context, q, limited=False)
         if isinstance(future, str):
             return self._fallback(candidates, future, start)
-        return self._from_outcome(future.result(), candidates, context, start)
+        try:
+            outcome = future.result(timeout=wait_s)
+        except TimeoutError:  # the call goes on and fills the cache
+            return self._fallback(candidates, "timeout", start)
+        return self._from_outcome(outcome, candidates, context, start)
 
     def close(self) -> None:
         """Drop queued calls and wait for running ones (bounded by ``llm.timeout_seconds``)."""
@@ -262,7 +286,7 @@ class Reranker:
         except InvalidOutput as e:
             log.warning("re-rank LLM answer unusable (finish_reason %s): %s", completion.finish_reason, e)
             self.stats.record_call(e.reason, completion)
-            return _Outcome(e.reason)
+            return self._settle(key, e.reason)
         self.stats.record_call("ok", completion)
         self._cache.put(key, proposal)
         return _Outcome("applied", proposal)
@@ -281,7 +305,11 @@ class Reranker:
             prior_key = intent_key(context)
             hit = self._priors.get(prior_key)
             if hit is None:
-                hit = (context_masses(asker(intent_messages(context))), 0.0)
+                try:
+                    hit = (context_masses(asker(intent_messages(context))), 0.0)
+                except InvalidOutput as e:  # no calibration for this situation rather than no decisions in it
+                    log.warning("re-rank: no length prior for this situation: %s", e)
+                    hit = ({}, 0.0)
                 self._priors.put(prior_key, hit[0])
             return hit[0]
 
@@ -294,10 +322,22 @@ class Reranker:
         except InvalidOutput as e:
             log.warning("re-rank intent unusable: %s", e)
             self.stats.record_call(e.reason, _scored_completion(calls))
-            return _Outcome(e.reason)
+            return self._settle(key, e.reason)
         self.stats.record_call("ok", _scored_completion(calls))
         self._cache.put(key, intent)
         return _Outcome("applied", intent)
+
+    def _settle(self, key: tuple, status: str) -> _Outcome:
+        if status in SETTLED:
+            self._cache.put(key, status)
+        return _Outcome(status)
+
+    def _from_cache(self, hit: tuple[Proposal, float], candidates: list[Candidate], context: LiveContext,
+                    start: float) -> RerankResult:
+        proposal, age = hit
+        if isinstance(proposal, str):
+            return self._fallback(candidates, proposal, start)
+        return self._applied(proposal, candidates, context, "cached", start, cache_age_s=age)
 
     def _from_outcome(self, outcome: _Outcome, candidates: list[Candidate], context: LiveContext,
                       start: float) -> RerankResult:

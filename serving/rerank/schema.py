@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from streamrec.vocabulary import GENRES
 from serving.rerank.intent import LENGTHS, MOODS, NO_GENRE
+from streamrec.vocabulary import GENRES
 
 MAX_REASON_CHARS = 80
 # The intent's own reason is for logs and the API, and every character costs a decoding step.

@@ -24,11 +24,16 @@ import unicodedata
 from dataclasses import replace
 from typing import Any, Iterable, Sequence
 
-from streamrec.vocabulary import GENRES
 from serving.rerank.context import Candidate, LiveContext
 from serving.rerank.intent import GENRE_WORDS, LENGTHS, MOODS, Intent
 from serving.rerank.reasons import fact_reason, false_claims
-from serving.rerank.schema import MAX_ANSWER_CHARS, MAX_ANSWER_DEPTH, MAX_INTENT_REASON_CHARS, MAX_REASON_CHARS
+from serving.rerank.schema import (
+    MAX_ANSWER_CHARS,
+    MAX_ANSWER_DEPTH,
+    MAX_INTENT_REASON_CHARS,
+    MAX_REASON_CHARS,
+)
+from streamrec.vocabulary import GENRES
 
 _REFUSAL = re.compile(
     r"\b(i'?m sorry|i am sorry|i apologi[sz]e|i can(?:no|')t|i cannot|i'?m unable|i am unable|"

@@ -30,13 +30,15 @@ import numpy as np
 import pandas as pd
 
 from features.user_state import decay_features_to
+from infra.llm import resolve_endpoint
 from models.evaluate import scratch_settings
 from models.examples import candidate_frame, model_inputs
 from models.train import EventLog, fit, prepare
 from models.wide_deep import WideDeepConfig
+from serving.rerank.bench_llm import embedded_server
 from serving.rerank.context import Candidate, LiveContext, live_context
 from serving.rerank.intent import Intent, rescore
-from serving.rerank.prompt import intent_messages
+from serving.rerank.prompt import intent_key
 from serving.rerank.reranker import APPLIED, MODES, Reranker
 from serving.rerank_eval.lift import (
     K,
@@ -103,13 +105,15 @@ def run_rerank_evaluation(settings: Settings, out_dir: Path, options: RerankOpti
         raise UserError("the LLM re-rank is disabled (llm.enabled: false): there is nothing to measure")
     # The world's clock is UTC (its day-parts, weekends and context rules): features and prompts must read it so.
     settings = dataclasses.replace(settings, features=dataclasses.replace(settings.features, timezone="UTC"))
-    endpoint, model = llm_endpoint(settings)
-    started = time.monotonic()
-    _say(options, f"rerank: LLM {model} at {endpoint}; seeds {list(options.seeds)}, modes {list(options.modes)}")
     rows, seeds = [], {}
-    for seed in options.seeds:
-        found, seeds[seed] = evaluate_seed(settings, seed, options, started)
-        rows += found
+    # The embedded server (when it is the settings') on a port of its own, stopped afterwards.
+    with embedded_server(settings, "rerank-eval-llm") as settings:
+        endpoint, _, model = resolve_endpoint(settings)
+        started = time.monotonic()
+        _say(options, f"rerank: LLM {model} at {endpoint}; seeds {list(options.seeds)}, modes {list(options.modes)}")
+        for seed in options.seeds:
+            found, seeds[seed] = evaluate_seed(settings, seed, options, started)
+            rows += found
     sessions = pd.DataFrame(rows)
     summary = {
         # The LLM settings as used (mode per run, decoder, timeout), never the key.
@@ -127,19 +131,6 @@ def run_rerank_evaluation(settings: Settings, out_dir: Path, options: RerankOpti
     }
     write_report(Path(out_dir), summary)
     return summary
-
-
-def llm_endpoint(settings: Settings) -> tuple[str, str]:
-    """(base URL, model) of the LLM the settings choose; the embedded server is started when it is theirs."""
-    from infra import llm, process
-
-    if llm.is_embedded(settings):
-        if llm.missing(settings.llm.embedded_model):
-            raise UserError(f"embedded LLM not installed ({'; '.join(llm.missing(settings.llm.embedded_model))}): "
-                            f"{llm.INSTALL_HINT}, or set llm.base_url and llm.model")
-        process.start(llm.llm_service(settings))
-    base_url, _, model = llm.resolve_endpoint(settings)
-    return base_url, model
 
 
 def evaluate_seed(settings: Settings, seed: int, options: RerankOptions, started: float) -> tuple[list[dict], dict]:
@@ -250,7 +241,7 @@ def decisions(settings: Settings, mode: str, chosen: pd.DataFrame, shortlists: l
     out = []
     with Reranker(cfg) as reranker:
         for n, (session, short) in enumerate(zip(chosen.itertuples(index=False), shortlists), 1):
-            prompt = json.dumps(intent_messages(short.context), sort_keys=True) if mode == "intent" else None
+            prompt = intent_key(short.context) if mode == "intent" else None
             first = shared.get(prompt) if prompt is not None else None
             if first is None:
                 result = reranker.refresh(session.user_id, short.candidates, short.context)

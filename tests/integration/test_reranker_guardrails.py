@@ -217,9 +217,8 @@ def test_a_new_request_gets_its_own_decision_within_the_request_budget(fake_llm,
     threading.Timer(0.5, fake_llm.release).start()  # a decision that takes 0.5 s
     result = reranker.rerank("u1", CANDIDATES, CTX, q="something funny")
     assert result.status == "applied" and 450 <= result.latency_ms < 2500, (result.status, result.latency_ms)
-    # without a request, only llm.budget_ms: the W&D order now, the decision into the cache later
+    # without a request, only llm.budget_ms: the W&D order now (the held call is released at teardown)
     fake_llm.hold()
-    threading.Timer(0.5, fake_llm.release).start()
     assert_fallback(reranker.rerank("u1", CANDIDATES, CTX), "timeout")
 
 
@@ -243,6 +242,17 @@ def test_listwise_cache_is_per_candidate_set(fake_llm, make_reranker):
     assert reranker.rerank("u1", CANDIDATES, CTX).status == "applied"
     assert reranker.rerank("u1", CANDIDATES[::-1], CTX).status == "cached"  # same set, other order
     assert reranker.rerank("u1", CANDIDATES[:4], CTX).status == "applied"
+
+
+def test_an_intent_asking_nothing_is_settled_and_cached(fake_llm, make_reranker):
+    fake_llm.answer(json.dumps({"mood": "any", "genre": "none", "avoid_genre": "none", "preferred_length": "any",
+                                "reason": "Anything"}))
+    reranker = make_reranker("intent")
+    assert_fallback(reranker.rerank("u1", CANDIDATES, CTX), "empty")
+    # the same situation again, or the worker's refresh of it: no second call
+    assert_fallback(reranker.rerank("u2", CANDIDATES, CTX), "empty")
+    assert_fallback(reranker.refresh("u3", CANDIDATES, CTX, reuse=True), "empty")
+    assert len(fake_llm.received()) == 1
 
 
 def test_failures_are_not_cached(fake_llm, make_reranker):

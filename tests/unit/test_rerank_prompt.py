@@ -222,6 +222,7 @@ def test_signature_ignores_decay_and_small_drifts():
     dict(row=dict(aff_drama=4.0)),  # Drama overtakes Comedy
     dict(row=dict(aff_war=3.0)),  # War enters the top set
     dict(row=dict(session_id="s2")),  # a new session
+    dict(row=dict(session_length_s=2 * 3600.0)),  # the same session, now over an hour in (the intent reads it)
 ])
 def test_signature_changes_with_the_context(change):
     base = signature(feature_row())
