@@ -62,6 +62,8 @@ def _measure(settings: Settings, world_dir, args: argparse.Namespace) -> dict:
     worker = Timed(settings, services.pipeline, services.reranker, services.metrics, clock=time.time)
     store = FeatureStoreClient(settings)
     users = [json.loads(line)["user_id"] for line in (world_dir / "users.jsonl").open()]
+    # Users with live features: a change is an event after others (the stream job writes whole rows only).
+    users = [u for u, row in zip(users, store.online_features(users)) if row.get("last_event_ts_ms") is not None]
     rng = np.random.default_rng(0)
     # Distinct users while there are enough: a second change of a waiting user would replace the first.
     picked = rng.choice(users, size=args.changes, replace=args.changes > len(users))
