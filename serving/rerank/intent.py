@@ -57,8 +57,9 @@ GENRE_WORDS: dict[str, tuple[str, ...]] = {
 GENRE_WEIGHT = 1.2
 LENGTH_WEIGHT = 0.2
 # An intent read from the context alone (no request) knows nothing the W&D model does not: its wide part crosses
-# day-part, weekend and device with the item's genres. At full weight such intents cost 10 % NDCG@10 on
-# context-shifted sessions (`streamrec evaluate --rerank`, README), so they only break near-ties.
+# day-part, weekend and device with the item's genres. At full weight such intents cost 3-10 % NDCG@10 on
+# context-shifted sessions (`streamrec evaluate --rerank`, README "The LLM re-rank, measured"), so they only
+# break near-ties.
 CONTEXT_ONLY_SCALE = 0.1
 # Running-time scale, as the synthetic world's (streams.world.ModelParams): centre and spread in minutes.
 DURATION_MEAN = 110.0
