@@ -14,6 +14,7 @@ from streamrec.config import Settings
 from streamrec.errors import UserError
 
 SHOW_USERS = 3
+WORLD_END_MARGIN_MS = 3_600_000
 
 
 class Steps:
@@ -54,12 +55,15 @@ def consume_summary(settings: Settings) -> dict:
     }
 
 
-def latest_event_per_user(events_path: Path) -> dict[str, int]:
+def latest_event_per_user(events_path: Path, until_ms: int | None = None) -> dict[str, int]:
+    """Each user's latest event time, among events at or before ``until_ms`` (the validator sends later ones to
+    the DLQ as from the future, so they never reach the features)."""
     latest: dict[str, int] = {}
     with events_path.open() as f:
         for line in f:
             e = json.loads(line)
-            latest[e["user_id"]] = max(latest.get(e["user_id"], 0), e["ts"])
+            if until_ms is None or e["ts"] <= until_ms:
+                latest[e["user_id"]] = max(latest.get(e["user_id"], 0), e["ts"])
     return latest
 
 
@@ -194,8 +198,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     stack.up(settings, only=["broker", "redis", "llm", "model-server"])
 
     step(f"generate a synthetic world ({args.users} users, {args.items} items, {args.days} days, seed {args.seed})")
-    # The world's timeline ends now, so the live features are live (not decayed to nothing) when the demo asks.
-    start_ms = int(time.time() * 1000 - args.days * 86_400_000)
+    # The world's timeline ends now, so the live features are live (not decayed to nothing) when the demo asks; an
+    # hour earlier, as sessions started near the end run on past it and an event from the future is rejected.
+    start_ms = int(time.time() * 1000 - args.days * 86_400_000 - WORLD_END_MARGIN_MS)
     summary = generate_world(world, users=args.users, items=args.items, days=args.days, seed=args.seed,
                              start_ms=start_ms)
     print("   " + json.dumps({k: v for k, v in summary.items() if k != "paths"}, default=str))
@@ -213,7 +218,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     step("stream job (Spark Structured Streaming) -> live features in Feast")
     stack.up(settings, only=["stream"])
-    latest = latest_event_per_user(world / "events.jsonl")
+    latest = latest_event_per_user(world / "events.jsonl", until_ms=int(time.time() * 1000))
     waited = wait_until_online(settings, latest)
     print(f"   all users' online features current after {waited:.0f}s more")
     print("   " + json.dumps(summarize_stats(StreamPaths.of(settings).stats)))
