@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -192,6 +193,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from features.stream_job import StreamPaths, summarize_stats
 
     world = settings.data_path / "world"
+    if (world / "world.json").exists():
+        # A world of another time base on top of the last one would not work: its events reuse the last world's
+        # ids (the seed's) at other times, so the stream job drops them as duplicates.
+        print(f"a previous demo's data is in {settings.data_path}: stopping its stack and starting over")
+        stack.down(settings)
+        shutil.rmtree(settings.data_path)
     step = Steps(total=9)
 
     step("infra up: embedded broker, LLM server, model server")
