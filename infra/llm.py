@@ -8,6 +8,7 @@ builds the binary and fetches the weights into the cache that ``server_bin()`` a
 """
 from __future__ import annotations
 
+import json
 import os
 import urllib.error
 import urllib.request
@@ -120,6 +121,17 @@ def models_answer(base_url: str, timeout_s: float = 1.0) -> bool:
             return resp.status == 200
     except (urllib.error.URLError, OSError):
         return False
+
+
+def serves_configured_model(settings: Settings, timeout_s: float = 2.0) -> bool:
+    """True when the embedded server lists the configured model's alias: one started before the setting (or the
+    default) changed still runs the old weights, and ``process.start`` keeps a running service as it is."""
+    try:
+        with urllib.request.urlopen(f"{embedded_url(settings)}/models", timeout=timeout_s) as resp:
+            ids = {m.get("id") for m in json.load(resp).get("data", [])}
+    except (urllib.error.URLError, OSError, ValueError, AttributeError):
+        return False
+    return embedded_model(settings.llm.embedded_model).alias in ids
 
 
 def llm_service(settings: Settings) -> Service:

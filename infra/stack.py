@@ -54,6 +54,9 @@ def up(settings: Settings, only: list[str] | None = None, echo=print) -> None:
         svc = c.service(settings)
         pid = process.start(svc)
         echo(f"{c.name}: running (pid {pid}, log {svc.log_file})")
+        if c.name == "llm" and not llm.serves_configured_model(settings):
+            echo(f"llm: warning: the running server does not serve {settings.llm.embedded_model} (started with other "
+                 "weights?): `streamrec infra down` and `up` again to switch")
         if c.name == "broker":
             created = ensure_topics(settings.kafka)
             echo(f"topics: {', '.join(created) if created else 'already present'}")

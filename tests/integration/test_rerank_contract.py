@@ -62,3 +62,9 @@ def test_listwise_answer_holds_only_candidate_ids(settings):
         result = reranker.refresh("contract-user", candidates, CONTEXTS[0], q="something funny and short")
     assert result.status in ("applied", "invalid_output", "empty"), result.status  # an answer came, in time
     assert sorted(item.item_id for item in result.items) == sorted(c.item_id for c in candidates)
+
+
+def test_the_stack_can_tell_which_weights_the_server_runs(settings):
+    assert llm.serves_configured_model(settings)
+    other = dataclasses.replace(settings, llm=dataclasses.replace(settings.llm, embedded_model="smollm2-135m"))
+    assert not llm.serves_configured_model(other)
