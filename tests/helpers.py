@@ -41,6 +41,16 @@ def bearer(settings, *scopes: str, user: str | None = None, name: str = "tests")
     return bearer_header(settings, scopes, user=user, name=name)
 
 
+def run_cli(register: Callable, settings, *argv: str) -> int:
+    """Run a subcommand as `streamrec` would: the package's parser (``register``), then the command function."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="streamrec")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args, settings)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

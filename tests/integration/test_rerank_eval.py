@@ -5,19 +5,18 @@ It checks the harness, not the lift: the report is written, every session got a 
 status, the metrics are finite and in [0, 1], and W&D's NDCG is what its stored order gives."""
 from __future__ import annotations
 
-import argparse
 import json
 import math
 
 import pytest
 
-from infra import llm, process
+from infra import llm
 from models.cli import register
 from serving.rerank.reranker import STATUSES
 from serving.rerank_eval.run import RerankOptions, run_rerank_evaluation
 from streamrec.errors import UserError
 from tests.fixtures.feast import sqlite_settings
-from tests.helpers import free_port
+from tests.helpers import run_cli
 
 _MISSING = llm.missing()
 pytestmark = [
@@ -30,21 +29,10 @@ OPTIONS = RerankOptions(seeds=(5,), modes=("intent",), max_sessions=SESSIONS, us
                         holdout_days=1.0, progress=False)
 
 
-def cli(settings, *argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="streamrec")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args, settings)
-
-
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory):
-    s = sqlite_settings(tmp_path_factory.mktemp("rerank-eval"))
-    s.llm.port = free_port()
-    svc = llm.llm_service(s)
-    process.start(svc)  # the harness finds it running (same data dir) and uses it
-    yield s
-    process.stop(svc)
+    # The harness starts the embedded server itself, on a free port, and stops it afterwards.
+    return sqlite_settings(tmp_path_factory.mktemp("rerank-eval"))
 
 
 @pytest.fixture(scope="module")
@@ -114,4 +102,4 @@ def test_wide_deep_ndcg_is_what_its_stored_order_gives(report):
 ])
 def test_bad_options_say_what_is_wrong(argv, message, tmp_path):
     with pytest.raises(UserError, match=message):
-        cli(sqlite_settings(tmp_path), "evaluate", "--rerank", *argv)
+        run_cli(register, sqlite_settings(tmp_path), "evaluate", "--rerank", *argv)

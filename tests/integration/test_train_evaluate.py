@@ -6,7 +6,6 @@ Wide & Deep beats most-popular, and beats itself without live features, on NDCG@
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 
@@ -28,7 +27,7 @@ from streamrec.config import Settings
 from streamrec.errors import UserError
 from streams.generator import generate_world
 from tests.fixtures.feast import sqlite_settings
-from tests.helpers import free_port
+from tests.helpers import free_port, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -37,11 +36,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def cli(settings: Settings, *argv: str) -> int:
-    """Run a subcommand as `streamrec` would: this package's parser, then the command function."""
-    parser = argparse.ArgumentParser(prog="streamrec")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args, settings)
+    return run_cli(register, settings, *argv)
 
 
 @pytest.fixture(scope="module")
