@@ -28,7 +28,8 @@ from streamrec.vocabulary import DEVICES, GENRES
 UI_DIR = Path(__file__).parent / "ui"
 SAMPLE_USERS = 50
 MAX_ITEMS = 100
-# What the page waits for an event to show in the features before it says it did not.
+# What the page waits for an event to show in the features before it says it is late (it keeps watching,
+# up to 12 times as long, for a cold or restarting stream job to catch up).
 FRESHNESS_BUDGET_S = 10.0
 
 

@@ -4,7 +4,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { token: "", config: null, titles: new Map(), busy: false };
+const state = { token: "", config: null, titles: new Map(), busy: false, published: 0 };
 const FALLBACKS = {
   cold_start: "a viewer never seen: context and popularity only",
   features_unavailable: "the feature store did not answer: no live features",
@@ -150,6 +150,7 @@ function renderFeatures(body) {
 async function publish(item, kind) {
   if (state.busy) return;
   state.busy = true;
+  const seq = ++state.published;
   const user = $("user").value.trim();
   const ts = Date.now();
   const event = { event_id: uuid4(), event_type: kind, user_id: user, item_id: item.item_id, ts,
@@ -166,33 +167,53 @@ async function publish(item, kind) {
     if (!r.ok) throw new Error(`ingest: HTTP ${r.status} ${await errorText(r)}`);
     const [result] = (await r.json()).results;
     if (result.status !== "accepted") throw new Error(`ingest rejected the event: ${result.reason}: ${result.detail}`);
-    await waitVisible(ts, kind, item);
   } catch (e) {
     fresh.className = "note warn";
     fresh.textContent = String(e.message || e);
+    return;
   } finally {
     state.busy = false;
   }
+  await waitVisible(seq, ts, kind, item);
 }
 
-async function waitVisible(ts, kind, item) {
+// Past the budget the page says so but keeps watching (a cold or restarting stream job catches up), until
+// GIVE_UP_FACTOR budgets have passed or a newer event is published, which then owns the note.
+const GIVE_UP_FACTOR = 12;
+
+async function waitVisible(seq, ts, kind, item) {
   const fresh = $("freshness");
   const budget = state.config.freshness_budget_s * 1000;
   for (;;) {
-    const body = await recommend();
+    if (seq !== state.published) return;
+    let body;
+    try {
+      body = await recommend();
+    } catch (e) {
+      body = null;
+      fresh.className = "note warn";
+      fresh.textContent = `checking the features failed: ${e.message || e}; still watching…`;
+    }
+    if (seq !== state.published) return;
     const elapsed = (Date.now() - ts) / 1000;
-    if ((body.features.last_event_ts_ms ?? 0) >= ts) {
+    if ((body?.features?.last_event_ts_ms ?? 0) >= ts) {
       fresh.dataset.seconds = elapsed.toFixed(2);
-      fresh.textContent = `${kind} of “${item.title}” → visible in ${elapsed.toFixed(2)} s`;
+      fresh.className = elapsed * 1000 > budget ? "note warn" : "note";
+      fresh.textContent = `${kind} of “${item.title}” → visible in ${elapsed.toFixed(2)} s` +
+        (elapsed * 1000 > budget ? ` (over the ${state.config.freshness_budget_s} s budget)` : "");
       return;
     }
     if (elapsed * 1000 > budget) {
       fresh.className = "note warn";
-      fresh.textContent = `${kind} of “${item.title}” accepted, but not in the features after ${elapsed.toFixed(0)} s ` +
-        "(is the stream job running?)";
-      return;
+      if (elapsed * 1000 > GIVE_UP_FACTOR * budget) {
+        fresh.textContent = `${kind} of “${item.title}” accepted, but not in the features after ${elapsed.toFixed(0)} s ` +
+          "(is the stream job running?)";
+        return;
+      }
+      fresh.textContent = `${kind} of “${item.title}” accepted, not in the features yet after ${elapsed.toFixed(0)} s ` +
+        "(over budget: is the stream job running?); still watching…";
     }
-    await new Promise((done) => setTimeout(done, 250));
+    await new Promise((done) => setTimeout(done, elapsed * 1000 > budget ? 1000 : 250));
   }
 }
 
