@@ -19,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
+from feast.data_format import ParquetFormat
 from feast.types import Array, Float32, Int64, String
 
 from streamrec.vocabulary import GENRE_SLUGS
@@ -30,10 +31,12 @@ ITEM_VIEW = "item_features"
 PROFILE_VIEW = "user_profile"
 TIMESTAMP = "event_timestamp"
 
-# Where each source's parquet lives, relative to the offline dir.
+# Where each source's parquet lives, relative to the offline dir. A directory source is read through a glob
+# (Feast's DuckDB offline store reads files and globs; temp files end in .tmp, so half-written ones are skipped).
 SESSION_LOG_DIR = "user_session"
 ITEMS_FILE = "items/items.parquet"
 PROFILE_DIR = "user_profile"
+EVERY_PARQUET = "**/*.parquet"
 
 SESSION_FIELDS: list[Field] = (
     [Field(name=f"aff_{slug}", dtype=Float32) for slug in GENRE_SLUGS]
@@ -90,7 +93,8 @@ def build(offline_dir: str) -> Definitions:
     item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING, description="a catalog title")
     session_log = FileSource(
         name="user_session_log",
-        path=f"{base}/{SESSION_LOG_DIR}",
+        path=f"{base}/{SESSION_LOG_DIR}/{EVERY_PARQUET}",
+        file_format=ParquetFormat(),
         timestamp_field=TIMESTAMP,
         description="every pushed session row, partitioned date=YYYY-MM-DD/batch-<id>.parquet",
     )
@@ -110,7 +114,8 @@ def build(offline_dir: str) -> Definitions:
         # Catalog attributes are stamped at the epoch and never expire, so every label finds them.
         ttl=timedelta(0),
         schema=[Field(name="item_id", dtype=String), *ITEM_FIELDS],
-        source=FileSource(name="item_catalog", path=f"{base}/{ITEMS_FILE}", timestamp_field=TIMESTAMP),
+        source=FileSource(name="item_catalog", path=f"{base}/{ITEMS_FILE}", file_format=ParquetFormat(),
+                          timestamp_field=TIMESTAMP),
         online=True,
     )
     profile_view = FeatureView(
@@ -118,7 +123,8 @@ def build(offline_dir: str) -> Definitions:
         entities=[user],
         ttl=timedelta(0),
         schema=[Field(name="user_id", dtype=String), *PROFILE_FIELDS],
-        source=FileSource(name="user_profiles", path=f"{base}/{PROFILE_DIR}", timestamp_field=TIMESTAMP),
+        source=FileSource(name="user_profiles", path=f"{base}/{PROFILE_DIR}/{EVERY_PARQUET}",
+                          file_format=ParquetFormat(), timestamp_field=TIMESTAMP),
         online=True,
         description="long-term profile computed offline, stamped with its cut time",
     )

@@ -47,7 +47,7 @@ def backfill_session_log(settings: Settings, events_path: str | Path, items_path
     table = to_table(history, arrow_schema(client.defs.session_view), f"session rows of {events_path}")
     batch = f"backfill-{log_hash(events_path)}"
     client.log_offline(table, batch)
-    log_dir = Path(client.defs.session_view.batch_source.path)
+    log_dir = client.session_log_dir
     for stale in log_dir.glob("date=*/batch-backfill-*.parquet"):
         if stale.name != f"batch-{batch}.parquet":
             stale.unlink()

@@ -2,7 +2,7 @@
 
 Same fold, same order (event time, then event_id), so a user's final row here
 equals what the streaming job last wrote for that user once it has seen the same
-events. ``feature_history`` keeps the row after every event: the training-set
+events. ``feature_history`` keeps the row after every event time: the training-set
 source, point-in-time correct by construction.
 """
 from __future__ import annotations
@@ -111,10 +111,12 @@ def compute_features(
 def feature_history(
     events: Iterable[Mapping] | pd.DataFrame, items: Mapping[str, Mapping], cfg: FeatureConfig
 ) -> pd.DataFrame:
-    """One row per event: the user's feature row right after that event, by user then event order.
+    """One row per user and event time: the user's feature row right after the last event at that time, by user
+    then time.
 
-    A row's ``event_timestamp`` is its event's time, so a point-in-time join that asks for
-    features strictly before a label's time never sees the labelled event itself.
+    A row's ``event_timestamp`` is its events' time, so a point-in-time join that asks for features strictly
+    before a label's time never sees the labelled event itself; events sharing a time (MovieLens has many ratings
+    in one second) leave one row, the state after all of them, so the join has no tie to break.
     """
     by_user = {user_id: sorted(user_events, key=event_order) for user_id, user_events in _events_by_user(events, items).items()}
     states = {user_id: UserState() for user_id in by_user}
@@ -126,4 +128,5 @@ def feature_history(
         snapshots += [(user_id, UserState.from_json(state.to_json())) for user_id, state, _ in step]
     order = {user_id: n for n, user_id in enumerate(sorted(by_user))}
     snapshots.sort(key=lambda pair: order[pair[0]])  # stable: each user's rows stay in event order
-    return _frame(feature_columns(snapshots) if snapshots else None)
+    history = _frame(feature_columns(snapshots) if snapshots else None)
+    return history.drop_duplicates(["user_id", "event_timestamp"], keep="last", ignore_index=True)

@@ -81,7 +81,8 @@ def repo_config(settings: Settings) -> RepoConfig:
         provider="local",
         registry={"registry_type": "file", "path": str(settings.path("feast", "registry.db"))},
         online_store=online,
-        offline_store={"type": "file"},
+        # DuckDB, not Dask: the point-in-time join of MovieLens-100k's 500k training rows takes 25 s, not minutes.
+        offline_store={"type": "duckdb"},
         repo_path=str(repo_dir(settings)),
         entity_key_serialization_version=3,
     )
@@ -185,8 +186,13 @@ class FeatureStoreClient:
             raise ValueError(f"batch id {batch_id!r}: use letters, digits, '_' or '-'")
         self.log_offline(pa.Table.from_pydict(dict(columns), schema=self._session_schema), batch)
 
+    @property
+    def session_log_dir(self) -> Path:
+        """The offline session log: ``date=YYYY-MM-DD/batch-<id>.parquet`` under it."""
+        return self.offline_dir / self._module.SESSION_LOG_DIR
+
     def log_offline(self, table: pa.Table, batch: str) -> None:
-        log_dir = self.offline_dir / self._module.SESSION_LOG_DIR
+        log_dir = self.session_log_dir
         days = table.column("event_timestamp").to_pandas().dt.strftime("%Y-%m-%d")
         written = set()
         for day in sorted(days.unique()):
@@ -339,10 +345,10 @@ class FeatureStoreClient:
         outright when no key matches.
         """
         key, names = view.entity_columns[0].name, [f.name for f in view.features]
-        source = Path(view.batch_source.path)
-        if not (source.is_file() or any(source.glob("**/*.parquet"))):
-            raise UserError(f"no offline data for {view.name} at {source}")
-        known = pd.read_parquet(source, columns=[key])[key].unique()
+        files = _parquet_files(view.batch_source.path)
+        if not files:
+            raise UserError(f"no offline data for {view.name} at {view.batch_source.path}")
+        known = pd.concat([pd.read_parquet(f, columns=[key])[key] for f in files]).unique()
         pairs = entity_df.loc[entity_df[key].isin(known), [key, "event_timestamp"]].drop_duplicates()
         if pairs.empty:
             return pairs.reindex(columns=[key, "event_timestamp", *names])
@@ -352,6 +358,15 @@ class FeatureStoreClient:
         found = self.store.get_historical_features(entity_df=asked, features=refs).to_df()
         found["event_timestamp"] = found["event_timestamp"] + TICK
         return found[[key, "event_timestamp", *names]]
+
+
+def _parquet_files(source: str) -> list[Path]:
+    """The files a source path names: the file itself, or a glob's matches (``**/*.parquet``)."""
+    path = Path(source)
+    if "*" not in path.name and "*" not in str(path.parent):
+        return [path] if path.is_file() else []
+    root = Path(*[part for part in path.parts if "*" not in part])
+    return sorted(root.glob(str(path.relative_to(root)))) if root.is_dir() else []
 
 
 def read_catalog(path: str | os.PathLike) -> pd.DataFrame:

@@ -8,7 +8,7 @@ from pathlib import Path
 from streamrec.config import Settings
 from streamrec.errors import UserError
 
-DATASETS = {"world": None, "movielens-100k": "ml-100k"}
+DATASETS = {"world": None, "movielens-100k": "ml-100k", "movielens-1m": "ml-1m"}
 
 
 def event_log(args: argparse.Namespace, settings: Settings):

@@ -8,8 +8,13 @@ dislike. Clicks still count as *interactions*: leave-last-out never samples a cl
 A user-item pair is one positive, timed at its first qualifying watch, so a re-watch cannot put the same item on both
 sides of a split. Users and items are those with at least one positive.
 
-Two protocols, both free of leakage (no train interaction of a user happens after one of their test interactions;
-ties in time are broken by item id, the same way every run):
+The tie rule: events with the same time are in the order of the recorded log (``seq``, the event's position in it;
+a frame without ``seq`` is taken to be in log order). It decides a pair's first positive, a user's last positive and
+the side of a split a tied positive falls on. The log's order is the producer's (``streams.movielens`` keeps the
+ratings file's order among ratings of the same second); any order by id would be arbitrary ("ml99" sorts after
+"ml1000") and moves leave-last-out HR@10 on MovieLens by 7-14 %.
+
+Two protocols, both free of leakage (no train interaction of a user happens after one of their test interactions):
 
 - ``loo``: each user's last positive is the test item, ranked against ``n_negatives`` items the user never interacted
   with (He et al. 2017, "Neural Collaborative Filtering"; HR@k, NDCG@k).
@@ -31,6 +36,7 @@ import pandas as pd
 from streamrec.errors import UserError
 
 EVENT_TYPES = ("click", "watch")
+LOG_ORDER = "seq"  # an event's position in its log: the tie rule for equal times
 PROTOCOLS = ("loo", "time_global", "time_user")
 
 
@@ -221,7 +227,7 @@ class _Sized:
 
 @dataclass(frozen=True)
 class LooSplit(_Sized):
-    """Leave-last-out: ``train`` positives (user_idx, item_idx, ts_ms), and per test user one row of ``candidates``:
+    """Leave-last-out: ``train`` positives (user_idx, item_idx, ts_ms, seq), and per test user one row of ``candidates``:
     the held-out item at a seeded random column among ``n_negatives`` never-interacted items, so that a model that
     ties scores ranks the held-out item like a random draw."""
 
@@ -237,7 +243,7 @@ class LooSplit(_Sized):
 
 @dataclass(frozen=True)
 class FullSplit(_Sized):
-    """Full ranking: ``train`` and ``test`` positives (user_idx, item_idx, ts_ms); every user in ``test`` has train
+    """Full ranking: ``train`` and ``test`` positives (user_idx, item_idx, ts_ms, seq); every user in ``test`` has train
     history. ``skipped`` counts users left out of the test, by reason."""
 
     protocol: str
@@ -325,16 +331,20 @@ def split_by_time(events: pd.DataFrame, per_user: bool, train_frac: float = 0.75
 
 
 def encoded_positives(events: pd.DataFrame) -> tuple[pd.DataFrame, IdEncoder, IdEncoder]:
-    """One row per positive user-item pair at its first time, sorted by user, time, item."""
-    pos = events.loc[events["label"], ["user_id", "item_id", "ts_ms"]]
+    """One row per positive user-item pair at its first time: user_idx, item_idx, ts_ms and seq (its position in
+    the log), sorted by user, time and seq (the tie rule)."""
+    order = events[LOG_ORDER].to_numpy() if LOG_ORDER in events else np.arange(len(events))
+    label = events["label"].to_numpy(bool)
+    pos = events.loc[label, ["user_id", "item_id", "ts_ms"]].assign(**{LOG_ORDER: order[label]})
     if pos.empty:
         raise UserError("the event log has no positive interaction (watch)")
-    pos = pos.groupby(["user_id", "item_id"], as_index=False)["ts_ms"].min()
+    pos = pos.sort_values(["ts_ms", LOG_ORDER], kind="stable").drop_duplicates(["user_id", "item_id"])
     users, items = IdEncoder(pos["user_id"]), IdEncoder(pos["item_id"])
-    out = pd.DataFrame(
-        {"user_idx": users.encode(pos["user_id"]), "item_idx": items.encode(pos["item_id"]), "ts_ms": pos["ts_ms"]}
-    )
-    return out.sort_values(["user_idx", "ts_ms", "item_idx"], kind="stable").reset_index(drop=True), users, items
+    out = pd.DataFrame({
+        "user_idx": users.encode(pos["user_id"]), "item_idx": items.encode(pos["item_id"]),
+        "ts_ms": pos["ts_ms"].to_numpy(), LOG_ORDER: pos[LOG_ORDER].to_numpy(),
+    })
+    return out.sort_values(["user_idx", "ts_ms", LOG_ORDER], kind="stable").reset_index(drop=True), users, items
 
 
 def _interacted(events: pd.DataFrame, users: IdEncoder, items: IdEncoder) -> UserItems:

@@ -6,7 +6,9 @@ Protocols (splits from ``models.data``, metrics from ``models.protocols``; k = 1
   positive of the user is ranked; precision, recall, NDCG, MAP@10 and catalog coverage@10.
 
 Wide & Deep trains on the examples (``models.train.prepare``, in a feature store of the evaluation's own) of
-the split's train positives only, and scores a test user as of a context: under ``loo`` the held-out pick, under
+the split's train positives only, their negatives drawn from what each user had not touched by then, with the
+item ``popularity`` feature recounted from the split's train positives (``streams.movielens.relative_popularity``)
+for every dataset, so nothing of the test period reaches training or scoring; it scores a test user as of a context: under ``loo`` the held-out pick, under
 ``full`` the user's first test pick (its time and device; features strictly before it, point in time, from the
 same backfilled history), through ``models.examples.candidate_frame`` and ``model_inputs``: the serving path.
 """
@@ -21,13 +23,14 @@ import numpy as np
 import pandas as pd
 
 from models.baselines import BPR, ItemKNN, MostPopular
-from models.data import FullSplit, LooSplit, make_split
+from models.data import LOG_ORDER, FullSplit, LooSplit, make_split
 from models.examples import candidate_frame, model_inputs
 from models.protocols import run
 from models.train import EventLog, Prepared, fit, prepare
 from models.wide_deep import WideDeepConfig
 from streamrec.config import Settings
 from streamrec.errors import UserError
+from streams.movielens import relative_popularity
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +54,25 @@ class WideDeepRanker:
                  config: WideDeepConfig, seed: int, timezone: str, progress: bool):
         self.prepared, self.split, self.contexts = prepared, split, contexts
         self.live, self.config, self.seed, self.timezone, self.progress = live, config, seed, timezone, progress
-        self.items = prepared.catalog.set_index("item_id").loc[split.items.ids].reset_index()
+        self.popularity = train_popularity(split, prepared.catalog["item_id"])
+        self.items = (prepared.catalog.set_index("item_id").loc[split.items.ids].reset_index()
+                      .assign(popularity=lambda items: items["item_id"].map(self.popularity)))
         self.model = None
         self.train_metrics: dict = {}
 
-    def fit(self, train: pd.DataFrame, n_users: int, n_items: int) -> WideDeepRanker:
+    def training_examples(self, train: pd.DataFrame) -> pd.DataFrame:
+        """The rows ``fit`` trains on: the examples of the ``train`` positives (their negatives with them), with the
+        train period's popularity."""
         pairs = pd.DataFrame({"user_id": self.split.users.decode(train["user_idx"]),
                               "item_id": self.split.items.decode(train["item_idx"])})
         examples = self.prepared.examples
         groups = examples.loc[examples["label"] == 1, ["group", "user_id", "item_id"]].merge(pairs)["group"]
+        examples = examples[examples["group"].isin(groups)]
+        return examples.assign(popularity=examples["item_id"].map(self.popularity))
+
+    def fit(self, train: pd.DataFrame, n_users: int, n_items: int) -> WideDeepRanker:
         self.model, self.train_metrics = fit(
-            examples[examples["group"].isin(groups)], self.prepared.catalog["item_id"], live=self.live,
+            self.training_examples(train), self.prepared.catalog["item_id"], live=self.live,
             config=self.config, seed=self.seed, timezone=self.timezone, progress=self.progress,
         )
         return self
@@ -86,13 +97,20 @@ class WideDeepRanker:
         return np.asarray(self.model(inputs, training=False)).ravel()
 
 
+def train_popularity(split: LooSplit | FullSplit, item_ids) -> pd.Series:
+    """Each catalog item's ``popularity`` as the split's train positives give it (item_id -> value)."""
+    ids = pd.Index(item_ids)
+    counts = np.bincount(ids.get_indexer(split.items.decode(split.train["item_idx"])), minlength=len(ids))
+    return pd.Series(relative_popularity(counts), index=ids)
+
+
 def context_rows(prepared: Prepared, split: LooSplit | FullSplit) -> pd.DataFrame:
     """Per test user (index: user_idx), the example row of the pick W&D scores the user at: the held-out pick
     (loo) or the first test pick (full); its features are those strictly before that pick."""
     if isinstance(split, LooSplit):
         users, items = split.test_users, split.test_items
     else:
-        first = split.test.sort_values(["user_idx", "ts_ms", "item_idx"], kind="stable").drop_duplicates("user_idx")
+        first = split.test.sort_values(["user_idx", "ts_ms", LOG_ORDER], kind="stable").drop_duplicates("user_idx")
         users, items = first["user_idx"].to_numpy(), first["item_idx"].to_numpy()
     wanted = pd.DataFrame({"user_idx": users, "user_id": split.users.decode(users),
                            "item_id": split.items.decode(items)})

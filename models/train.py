@@ -18,7 +18,7 @@ import pandas as pd
 
 from features.backfill import backfill_session_log, log_hash
 from features.offline import read_event_log
-from models.data import encoded_positives, label_positives
+from models.data import LOG_ORDER, encoded_positives, label_positives
 from models.examples import entity_rows, event_frame, model_inputs, pick_positives
 from models.wide_deep import WideDeepConfig
 from streamrec.config import Settings
@@ -68,7 +68,8 @@ def prepare(settings: Settings, event_log: EventLog, *, negatives: int = 4, seed
 
     catalog = read_catalog(event_log.items).drop(columns=["event_timestamp"])
     events = event_frame(read_event_log(event_log.events))
-    interactions = label_positives(events[["user_id", "item_id", "ts_ms", "event_type", "watch_seconds"]], None, 0.0)
+    interactions = label_positives(events[["user_id", "item_id", "ts_ms", "event_type", "watch_seconds", LOG_ORDER]],
+                                   None, 0.0)
     positives = decoded_positives(interactions)
     unknown = sorted(set(positives["item_id"]) - set(catalog["item_id"]))
     if unknown:
@@ -85,18 +86,18 @@ def prepare(settings: Settings, event_log: EventLog, *, negatives: int = 4, seed
     log.info("feast: %d items, %d profile cuts, %d backfilled session rows", len(catalog), len(cuts), rows)
 
     picked = pick_positives(events, positives)
-    interacted = events[["user_id", "item_id"]].drop_duplicates()
-    entities = entity_rows(picked, interacted, catalog["item_id"], negatives, seed)
+    entities = entity_rows(picked, events, catalog["item_id"], negatives, seed)
     log.info("training set: %d positives x (1 + %d negatives), features from Feast", len(picked), negatives)
     examples = client.training_set(entities)
     return Prepared(event_log, interactions, catalog, examples, negatives, seed)
 
 
 def decoded_positives(interactions: pd.DataFrame) -> pd.DataFrame:
-    """models.data's positives (a user-item pair at its first watch) by id: user_id, item_id, ts_ms."""
+    """models.data's positives (a user-item pair at its first watch) by id: user_id, item_id, ts_ms, seq."""
     pos, users, items = encoded_positives(interactions)
     return pd.DataFrame({
         "user_id": users.decode(pos["user_idx"]), "item_id": items.decode(pos["item_idx"]), "ts_ms": pos["ts_ms"],
+        LOG_ORDER: pos[LOG_ORDER],
     })
 
 

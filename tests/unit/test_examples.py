@@ -1,4 +1,4 @@
-"""The example builder: a positive is labelled at its pick, negatives lie outside everything the user touched,
+"""The example builder: a positive is labelled at its pick, negatives lie outside what the user had touched by then,
 features come from strictly before the label time (through a real, embedded Feast), and the model inputs have
 the model's names, shapes and dtypes however they are built."""
 from __future__ import annotations
@@ -61,7 +61,8 @@ def log_frame(events=LOG) -> pd.DataFrame:
 
 def picked(events=LOG) -> pd.DataFrame:
     log = log_frame(events)
-    interactions = label_positives(log[["user_id", "item_id", "ts_ms", "event_type", "watch_seconds"]], None, 0.0)
+    interactions = label_positives(log[["user_id", "item_id", "ts_ms", "event_type", "watch_seconds", "seq"]],
+                                   None, 0.0)
     return pick_positives(log, decoded_positives(interactions))
 
 
@@ -76,30 +77,54 @@ def test_a_positive_is_labelled_at_its_pick():
     ]
 
 
-def test_negatives_avoid_everything_the_user_touched():
-    positives = picked()
-    interacted = log_frame()[["user_id", "item_id"]].drop_duplicates()
+def test_negatives_avoid_what_the_user_had_touched_by_then():
+    positives, log = picked(), log_frame()
     items = [c["item_id"] for c in CATALOG]
-    rows = entity_rows(positives, interacted, items, negatives=3, seed=1)
+    rows = entity_rows(positives, log, items, negatives=3, seed=1)
 
     assert len(rows) == 4 * len(positives)
     assert rows["label"].tolist() == [1, 0, 0, 0] * len(positives)
-    touched = interacted.groupby("user_id")["item_id"].agg(set)
     for _, group in rows.groupby("group"):
         positive, negatives = group.iloc[0], group.iloc[1:]
-        assert not set(negatives["item_id"]) & touched[positive["user_id"]]  # clicked-only i2, i5 included
-        assert negatives["item_id"].nunique() == 3
+        at = positive["event_timestamp"].value // 1_000_000
+        mine = log[log["user_id"] == positive["user_id"]]
+        assert not set(negatives["item_id"]) & set(mine.loc[mine["ts_ms"] <= at, "item_id"])  # clicks included
+        assert positive["item_id"] not in set(negatives["item_id"]) and negatives["item_id"].nunique() == 3
         assert (group["event_timestamp"] == positive["event_timestamp"]).all()
         assert (group["device"] == positive["device"]).all() and (group["user_id"] == positive["user_id"]).all()
     assert rows["event_timestamp"].iloc[0] == pd.Timestamp(T0, unit="ms", tz="UTC")
-    pd.testing.assert_frame_equal(rows, entity_rows(positives, interacted, items, negatives=3, seed=1))
-    assert not rows.equals(entity_rows(positives, interacted, items, negatives=3, seed=2))
+    pd.testing.assert_frame_equal(rows, entity_rows(positives, log, items, negatives=3, seed=1))
+    assert not rows.equals(entity_rows(positives, log, items, negatives=3, seed=2))
+
+
+def test_items_touched_later_can_be_negatives_as_at_training_time():
+    # u1's first positive (i1 at T0) comes before u1 touched i2..i5: a model trained then could not know them.
+    positives, log = picked(), log_frame()
+    items = [c["item_id"] for c in CATALOG]
+    first = [set(entity_rows(positives, log, items, negatives=3, seed=seed).iloc[1:4]["item_id"])
+             for seed in range(40)]
+    assert set().union(*first) & {"i2", "i3", "i4", "i5"}
+
+
+def test_later_events_change_no_earlier_negative():
+    # The leak check: what happens after a cut (the user's own test items, other users' events, new users)
+    # must not change one training row before it.
+    cut = T0 + 25 * MIN
+    later = [event("u1", "i7", 40, "watch"), event("u1", "i8", 41), event("u2", "i2", 50, "watch"),
+             event("u0", "i9", 60, "watch"), event("u2", "i3", 26)]
+    items = [c["item_id"] for c in CATALOG]
+    before = entity_rows(picked(), log_frame(), items, negatives=3, seed=4)
+    after = entity_rows(picked(LOG + later), log_frame(LOG + later), items, negatives=3, seed=4)
+    early = lambda rows: rows[rows["event_timestamp"] < pd.Timestamp(cut, unit="ms", tz="UTC")]  # noqa: E731
+    kept = early(after).drop(columns="group").reset_index(drop=True)
+    assert len(kept) == len(early(before)) > 0
+    pd.testing.assert_frame_equal(kept, early(before).drop(columns="group").reset_index(drop=True))
 
 
 def test_too_small_a_catalog_for_the_negatives_is_an_error():
-    interacted = log_frame()[["user_id", "item_id"]].drop_duplicates()
+    # u1's pick of i4 comes after touching i1..i5: of i1..i7, only i6 and i7 are left.
     with pytest.raises(UserError, match="too few to draw 3 negatives"):
-        entity_rows(picked(), interacted, ["i1", "i2", "i3", "i4", "i5", "i6", "i7"], negatives=3, seed=0)
+        entity_rows(picked(), log_frame(), ["i1", "i2", "i3", "i4", "i5", "i6", "i7"], negatives=3, seed=0)
 
 
 def test_training_features_come_from_strictly_before_the_label(feast_settings, tmp_path):

@@ -109,10 +109,10 @@ def test_convert_writes_a_time_ordered_watch_log_and_catalog(layout, request, tm
     events = [json.loads(line) for line in lines]
     assert summary["format"] == {"ml100k": "ml-100k", "ml1m": "ml-1m"}[layout]
     assert (summary["events"], summary["users"], summary["items"], summary["sessions"]) == (7, 3, 4, 4)
-    # Time order; same-second ties by user, then item.
+    # Time order; same-second ratings keep the ratings file's order (user 2's item 3 before its item 2).
     assert [(e["ts"], e["user_id"], e["item_id"]) for e in events] == sorted(
-        (t * 1000, f"ml{u}", f"ml{i}") for u, i, _, t in RATINGS)
-    assert [e["item_id"] for e in events if e["ts"] == T0 * 1000] == ["ml1", "ml2", "ml3"]
+        ((t * 1000, f"ml{u}", f"ml{i}") for u, i, _, t in RATINGS), key=lambda row: row[0])
+    assert [e["item_id"] for e in events if e["ts"] == T0 * 1000] == ["ml1", "ml3", "ml2"]
     assert summary["first_ts"] == events[0]["ts"] and summary["last_ts"] == events[-1]["ts"]
     catalog_lines = (tmp_path / "out" / "items.jsonl").read_text("utf-8").splitlines()
     catalog = {it["item_id"]: it for it in map(json.loads, catalog_lines)}

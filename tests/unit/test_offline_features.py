@@ -108,7 +108,7 @@ def test_dataframe_input_gives_the_same_features(log):
     pd.testing.assert_frame_equal(compute_features(frame, load_items(log / "items.jsonl"), CFG), features(log))
 
 
-def test_history_is_one_row_per_event_and_monotone_in_time(log):
+def test_history_is_one_row_per_event_time_and_monotone_in_time(log):
     history = features(log, feature_history)
     assert len(history) == len(EVENTS)
     for _, rows in history.groupby("user_id", sort=False):
@@ -118,6 +118,19 @@ def test_history_is_one_row_per_event_and_monotone_in_time(log):
     assert u1["last_event_ts_ms"].tolist() == [T0, T0 + 30 * MIN, T0 + 90 * MIN, T0 + 120 * MIN]
     # after the second event only the first two count: clicks 2^-1 = 0.5, watches 1
     assert (u1.iloc[1]["clicks_decayed"], u1.iloc[1]["watches_decayed"]) == (0.5, 1.0)
+
+
+def test_events_sharing_a_time_leave_one_row_the_state_after_all_of_them(tmp_path):
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps(i) + "\n" for i in ITEMS))
+    tied = EVENTS + [event(7, "u2", "watch", "m1", 1_704_705_240_000, device="desktop", session="x", watch=60),
+                     event(8, "u2", "click", "m2", 1_704_705_240_000, device="desktop", session="x")]
+    (tmp_path / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in tied))
+    history = features(tmp_path, feature_history)
+    u2 = history[history["user_id"] == "u2"]
+    assert u2["events_total"].tolist() == [3, 4]  # 09:14 (three events), 09:15
+    assert u2["event_timestamp"].is_unique and len(history) == len(tied) - 2
+    at_0914 = u2.iloc[0]
+    assert list(at_0914["last_items"][:3]) == ["m404", "m2", "m1"]  # all three; equal times by item_id
 
 
 def test_history_ends_where_compute_features_does(log):

@@ -151,13 +151,31 @@ def test_loo_counts_the_users_it_cannot_test():
     assert {"one", "u0"} <= set(split.users.decode(split.train["user_idx"]))
 
 
-def test_rewatches_are_one_positive_at_the_first_time_and_ties_break_by_item():
+def test_rewatches_are_one_positive_at_the_first_time_and_ties_keep_the_log_order():
     rows = [("u", "b", 5), ("u", "a", 5), ("u", "c", 1), ("u", "c", 9), ("v", "a", 1), ("v", "x", 2)]
     split = split_loo(_events(rows), n_negatives=1, seed=0)
-    # c counts at ts 1 (its re-watch at 9 is not a later positive); a and b tie at 5, b wins by id
-    assert split.items.decode(split.test_items[:1]).tolist() == ["b"]
+    # c counts at ts 1 (its re-watch at 9 is not a later positive); a and b tie at 5, a is later in the log
+    assert split.items.decode(split.test_items[:1]).tolist() == ["a"]
     u_train = split.train[split.train["user_idx"] == 0]
-    assert dict(zip(split.items.decode(u_train["item_idx"]), u_train["ts_ms"])) == {"c": 1, "a": 5}
+    assert dict(zip(split.items.decode(u_train["item_idx"]), u_train["ts_ms"])) == {"c": 1, "b": 5}
+
+
+@pytest.mark.parametrize("log_order", [["ml1000", "ml99", "ml5"], ["ml99", "ml5", "ml1000"]])
+def test_ties_follow_the_log_not_the_ids_in_every_protocol(log_order):
+    # Three watches in one second (as in MovieLens): whatever the ids, the log's last is held out and the
+    # log's first two train. An explicit seq (a frame sorted otherwise, e.g. in fold order) is the log order.
+    rows = [("u", "ml7", 1)] + [("u", item, 5) for item in log_order] + [("v", "ml1", 1), ("v", "ml2", 2)]
+    events = _events(rows).assign(seq=np.arange(len(rows)))
+    shuffled = events.sample(frac=1.0, random_state=3)
+    for frame in (events, shuffled):
+        loo = split_loo(frame, n_negatives=1, seed=0)
+        assert loo.items.decode(loo.test_items[:1]).tolist() == [log_order[-1]]
+        per_user = split_by_time(frame, per_user=True, train_frac=0.5)
+        u = per_user.users.encode(["u"])[0]
+        train = per_user.train[per_user.train["user_idx"] == u]
+        assert per_user.items.decode(train["item_idx"]).tolist() == ["ml7", log_order[0]]
+        test = per_user.test[per_user.test["user_idx"] == u]
+        assert per_user.items.decode(test["item_idx"]).tolist() == log_order[1:]
 
 
 # ---------------------------------------------------------------- time splits
