@@ -58,7 +58,8 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
     log = event_log(args, settings)
     out = args.out or settings.data_path / "reports" / log.name
     protocols = ("loo", "full") if args.protocol == "all" else (args.protocol,)
-    summary = run_evaluation(settings, log, out, protocols=protocols, seed=args.seed, config=_config(args),
+    seeds = (args.seed,) if args.seeds is None else parse_ints(args.seeds, "--seeds")
+    summary = run_evaluation(settings, log, out, protocols=protocols, seeds=seeds, config=_config(args),
                              negatives=args.negatives, progress=not args.quiet)
     print_evaluation(summary, out)
     return 0
@@ -66,12 +67,7 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
 
 def _evaluate_rerank(args: argparse.Namespace, settings: Settings) -> int:
     # The CLI is the top layer: it may reach up into serving, which models itself never imports.
-    from serving.rerank_eval.run import (
-        RerankOptions,
-        parse_ints,
-        parse_names,
-        run_rerank_evaluation,
-    )
+    from serving.rerank_eval.run import RerankOptions, run_rerank_evaluation
 
     if args.world is not None or args.path is not None or args.data != "world":
         raise UserError("--rerank generates its own worlds (--seeds, --world-users/-items/-days): "
@@ -98,11 +94,26 @@ def _evaluate_rerank(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def parse_ints(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise UserError(f"{flag} takes comma-separated integers, got {text!r}") from None
+
+
+def parse_names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
 def print_evaluation(summary: dict, out: Path, indent: str = "") -> None:
+    several = len(summary["seeds"]) > 1
     for protocol, block in summary["protocols"].items():
-        print(f"{indent}{protocol}:")
+        print(f"{indent}{protocol}:" + (f" (mean ± sd over seeds {summary['seeds']})" if several else ""))
         for model, figures in block["models"].items():
-            print(f"{indent}  {model:<18} " + "  ".join(f"{m}={v:.4f}" for m, v in figures.items() if isinstance(v, float)))
+            spread = block["spread"][model]
+            print(f"{indent}  {model:<18} " + "  ".join(
+                f"{m}={v:.4f}" + (f"±{spread[m]:.4f}" if several else "")
+                for m, v in figures.items() if isinstance(v, float)))
     print(f"{indent}report: {out / 'report.md'}")
 
 
@@ -129,7 +140,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--rerank", action="store_true",
                    help="W&D alone vs W&D + LLM re-rank on context-shifted held-out sessions of generated worlds; "
                         "writes rerank.md and rerank.json")
-    g.add_argument("--seeds", help="world seeds, comma-separated (default: 0,1,2)")
+    p.add_argument("--seeds", help="comma-separated seeds (e.g. 0,1,2): the report gives each metric's mean and spread "
+                                   "and CIs over them; with --rerank, the world seeds (default: 0,1,2)")
     g.add_argument("--rerank-modes", help="comma-separated: intent, listwise (default: intent)")
     g.add_argument("--rerank-sessions", type=int,
                    help="at most this many sessions per seed and mode (default: 300; listwise is seconds a call)")

@@ -1,4 +1,6 @@
-"""Offline evaluation: the baselines and Wide & Deep, with and without live features, under the same splits.
+"""Offline evaluation: the baselines a practitioner would pick (popularity; item-KNN capped at 100 neighbours and
+uncapped; session-KNN over the user's 10 latest items; BPR and ALS matrix factorisation; SASRec, a sequential
+Transformer) and Wide & Deep, with and without live features, under the same splits.
 
 Protocols (splits from ``models.data``, metrics from ``models.protocols``; k = 10):
 - ``loo``: each user's last positive against 99 items the user never interacted with (seeded); HR@10, NDCG@10.
@@ -8,24 +10,26 @@ Protocols (splits from ``models.data``, metrics from ``models.protocols``; k = 1
 Wide & Deep trains on the examples (``models.train.prepare``, in a feature store of the evaluation's own) of
 the split's train positives only, their negatives drawn from what each user had not touched by then, with the
 item ``popularity`` feature recounted from the split's train positives (``streams.movielens.relative_popularity``)
-for every dataset, so nothing of the test period reaches training or scoring; it scores a test user as of a context: under ``loo`` the held-out pick, under
-``full`` the user's first test pick (its time and device; features strictly before it, point in time, from the
-same backfilled history), through ``models.examples.candidate_frame`` and ``model_inputs``: the serving path.
+for every dataset, so nothing of the test period reaches training or scoring. It scores a test user as of a
+context: under ``loo`` the held-out pick, under ``full`` the user's first test pick (its time and device;
+features strictly before it, point in time, from the same backfilled history), through ``models.examples.candidate_frame`` and ``model_inputs``: the serving path.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from models.baselines import BPR, ItemKNN, MostPopular
+from models.baselines import ALS, BPR, ItemKNN, MostPopular, SASRec, SessionKNN
 from models.data import LOG_ORDER, FullSplit, LooSplit, make_split
 from models.examples import candidate_frame, model_inputs
 from models.protocols import run
+from models.seed_summary import combine
 from models.train import EventLog, Prepared, fit, prepare
 from models.wide_deep import WideDeepConfig
 from streamrec.config import Settings
@@ -42,7 +46,6 @@ PROTOCOLS = {
     "full": f"time_user: each user's last 25% of positives (by first-watch time) are the test set; every item "
             f"without a train positive of the user is ranked; precision, recall, NDCG, MAP@{K}, coverage@{K}",
 }
-ACTIVITY_BINS = (1, 5, 10, 20, 50, 100)  # train positives per user: bucket lower bounds
 _SCORE_ROWS = 50_000  # rows per model call when scoring
 
 
@@ -128,7 +131,11 @@ def _models(prepared: Prepared, split, settings: Settings, config: WideDeepConfi
     return {
         "most-popular": MostPopular(),
         "item-knn": ItemKNN(),
+        "item-knn-all": ItemKNN(neighbours=None),
+        "session-knn": SessionKNN(),
         "bpr": BPR(seed=seed, progress=progress),
+        "als": ALS(seed=seed, progress=progress),
+        "sasrec": SASRec(seed=seed, progress=progress),
         "wide-deep": WideDeepRanker(live=True, **ranker),
         "wide-deep-no-live": WideDeepRanker(live=False, **ranker),
     }
@@ -141,24 +148,30 @@ def scratch_settings(settings: Settings, name: str) -> Settings:
                                feast=dataclasses.replace(settings.feast, online_store="sqlite"))
 
 
-def activity_buckets(per_user: pd.DataFrame, metric: str) -> dict[str, dict]:
-    """Mean ``metric`` and user count per bucket of train positives (ACTIVITY_BINS), empty buckets left out."""
-    edges = [*ACTIVITY_BINS, np.inf]
-    labels = [f"{lo}-{hi - 1}" if np.isfinite(hi) else f"{lo}+" for lo, hi in zip(edges, edges[1:])]
-    bucket = pd.cut(per_user["n_train"], bins=edges, right=False, labels=labels)
-    grouped = per_user.groupby(bucket, observed=True)[metric]
-    return {str(b): {"users": int(g.size), metric: float(g.mean())} for b, g in grouped}
-
-
 def evaluate(
-    settings: Settings, event_log: EventLog, *, protocols: tuple[str, ...] = ("loo", "full"), seed: int = 0,
-    config: WideDeepConfig = WideDeepConfig(), negatives: int = 4, progress: bool = True,
+    settings: Settings, event_log: EventLog, *, protocols: tuple[str, ...] = ("loo", "full"),
+    seeds: Sequence[int] = (0,), config: WideDeepConfig = WideDeepConfig(), negatives: int = 4,
+    progress: bool = True,
 ) -> dict:
-    """The baselines and both Wide & Deep variants under each protocol; returns the figures ``models.report``
-    writes (per model: the protocol's metrics, users tested and skipped, and W&D's final training loss/AUC)."""
+    """The baselines and both Wide & Deep variants under each protocol, once per seed (splits, negatives and
+    training); returns the figures ``models.report`` writes (``models.seed_summary.combine``: per model the mean
+    metrics over seeds and their spread, users tested and skipped, W&D's training loss/AUC, the paired difference to
+    the best baseline)."""
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown or not protocols:
         raise UserError(f"unknown protocol(s) {unknown}; choose from {', '.join(PROTOCOLS)}")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UserError(f"seeds must be distinct and at least one, got {list(seeds)}")
+    runs = []
+    for n, seed in enumerate(seeds, 1):
+        log.info("seed %d (%d of %d)", seed, n, len(seeds))
+        runs.append(_evaluate_seed(settings, event_log, protocols, seed, config, negatives, progress))
+    return combine(runs, seeds)
+
+
+def _evaluate_seed(settings: Settings, event_log: EventLog, protocols: tuple[str, ...], seed: int,
+                   config: WideDeepConfig, negatives: int, progress: bool) -> tuple[dict, dict]:
+    """One seed's summary and per-user figures, ``(summary, {(protocol, model): per-user frame})``."""
     started = time.monotonic()
     prepared = prepare(scratch_settings(settings, event_log.name), event_log, negatives=negatives, seed=seed)
     seconds: dict = {"prepare": round(time.monotonic() - started, 1)}
@@ -193,10 +206,9 @@ def evaluate(
             "k": K,
             "split": {"users": split.n_users, "items": split.n_items, "train_positives": len(split.train)},
             "models": figures,
-            f"ndcg@{K}_by_activity": {name: activity_buckets(per_user[protocol, name], f"ndcg@{K}") for name in models},
         }
     summary["seconds"] = seconds | {"total": round(time.monotonic() - started, 1)}
-    return summary
+    return summary, per_user
 
 
 def check_finite(summary: dict) -> None:

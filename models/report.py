@@ -39,13 +39,15 @@ def markdown(summary: dict, plots: list[str]) -> str:
         f"positives) with catalog `{data['items_path']}` ({data['catalog_items']} items); sha256 (first 16 hex) "
         f"events `{data['sha256_16']['events']}`, items `{data['sha256_16']['items']}`.",
         "",
-        "A positive is a user's first watch of an item; clicks are interactions (never sampled as negatives) but not "
-        "positives. Wide & Deep trains on the split's train positives, each with "
-        f"{summary['negatives_per_positive']} sampled never-interacted items, features joined point-in-time from "
-        "Feast; it scores a test user as of a context pick (loo: the held-out pick; full: the first test pick), "
+        "A positive is a user's first watch of an item; clicks are interactions but not positives. Wide & Deep "
+        "trains on the split's train positives, each with "
+        f"{summary['negatives_per_positive']} sampled items the user had not touched by then, the item popularity "
+        "feature counted on the train positives, features joined point-in-time from Feast; it scores a test user as of a context pick (loo: the held-out pick; full: the first test pick), "
         "with features from strictly before it. `wide-deep-no-live` has no context or session features.",
         "",
-        f"Seed {summary['seed']} (splits, negatives, BPR, Wide & Deep). Wide & Deep: "
+        f"Seeds {', '.join(map(str, summary['seeds']))} (splits, negatives, every trained model); each figure is "
+        "the mean over seeds" + (", ± its standard deviation over seeds" if len(summary["seeds"]) > 1 else "")
+        + ". Wide & Deep: "
         + ", ".join(f"{k}={v}" for k, v in summary["wide_deep_config"].items())
         + ". Session features: " + ", ".join(f"{k}={v}" for k, v in summary["feature_config"].items()) + ".",
     ]
@@ -62,9 +64,12 @@ def markdown(summary: dict, plots: list[str]) -> str:
             "| model | " + " | ".join(names) + " | users |",
             "|---|" + "---:|" * (len(names) + 1),
         ]
+        several = len(summary["seeds"]) > 1
         for model, figures in block["models"].items():
-            values = " | ".join(f"{figures[m]:.4f}" for m in names)
+            spread = block["spread"][model]
+            values = " | ".join(f"{figures[m]:.4f}" + (f" ± {spread[m]:.4f}" if several else "") for m in names)
             lines.append(f"| {model} | {values} | {figures['n_users']} |")
+        lines += _versus_best(block)
         skipped = next(iter(block["models"].values()))["skipped"]
         lines += ["", "Users not tested: " + (", ".join(f"{k} {v}" for k, v in skipped.items()) or "none") + "."]
         metric = f"ndcg@{block['k']}"
@@ -81,6 +86,32 @@ def markdown(summary: dict, plots: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _versus_best(block: dict) -> list[str]:
+    """Each model's paired NDCG@k difference to the best baseline with its 95% CI, overall and, for Wide &
+    Deep, per activity bucket."""
+    best = block.get("best_baseline")
+    if best is None:
+        return []
+    metric = f"NDCG@{block['k']}"
+    intro = (f"Paired difference in {metric} to the best baseline, **{best}** (users resampled within seeds, "
+             "2,000 replicates; 95% CI):")
+    lines = ["", intro, "", "| model | difference | 95% CI | relative |", "|---|---:|---:|---:|"]
+    for model, f in block["vs_best_baseline"].items():
+        lines.append(f"| {model} | {f['diff']:+.4f} | [{f['diff_ci'][0]:+.4f}, {f['diff_ci'][1]:+.4f}] | "
+                     + ("–" if f["relative"] is None else f"{f['relative']:+.1%}") + " |")
+    for model, groups in block.get("vs_best_baseline_by_activity", {}).items():
+        lines += ["", f"{model} − {best} by train positives per user:", "",
+                  "| train positives | users | difference | 95% CI |", "|---|---:|---:|---:|"]
+        for bucket, f in sorted(groups.items(), key=lambda item: _bucket_start(item[0])):
+            lines.append(f"| {bucket} | {f['sessions']} | {f['diff']:+.4f} | "
+                         f"[{f['diff_ci'][0]:+.4f}, {f['diff_ci'][1]:+.4f}] |")
+    return lines
+
+
+def _bucket_start(label: str) -> int:
+    return int(label.split("-")[0].rstrip("+"))
+
+
 def _pyplot():
     import matplotlib
 
@@ -90,11 +121,14 @@ def _pyplot():
     return plt
 
 
-def _grouped_bars(ax, groups: list[str], series: dict[str, list[float]]) -> None:
+def _grouped_bars(ax, groups: list[str], series: dict[str, list[float]],
+                  errors: dict[str, list[float]] | None = None) -> None:
+    """Bars per group and series; ``errors``: a ± bar per value (the spread over seeds)."""
     width = 0.8 / max(len(series), 1)
     x = np.arange(len(groups))
     for n, (label, values) in enumerate(series.items()):
-        ax.bar(x + (n - (len(series) - 1) / 2) * width, values, width, label=label)
+        ax.bar(x + (n - (len(series) - 1) / 2) * width, values, width, label=label,
+               yerr=None if errors is None else errors[label], capsize=2)
     ax.set_xticks(x, groups)
     ax.grid(axis="y", alpha=0.3)
 
@@ -105,7 +139,8 @@ def plot_metrics(out_dir: Path, summary: dict) -> list[Path]:
     for protocol, block in summary["protocols"].items():
         names = metric_names(block)
         fig, ax = plt.subplots(figsize=(1.6 * len(names) + 4, 4))
-        _grouped_bars(ax, names, {m: [f[n] for n in names] for m, f in block["models"].items()})
+        _grouped_bars(ax, names, {m: [f[n] for n in names] for m, f in block["models"].items()},
+                      {m: [block["spread"][m][n] for n in names] for m in block["models"]})
         ax.set_title(f"{summary['dataset']['name']}: {protocol}")
         ax.legend(fontsize="small")
         path = out_dir / f"metrics_{protocol}.png"

@@ -15,7 +15,7 @@ mode reads the candidates, so every session is a call.
 
 Deliberate differences from the API: no retrieval stage and no MMR (the candidates are W&D's best of all unseen
 items, so the lift measured is the re-rank's alone), and W&D's negatives come from ``prepare``, which draws them
-among items the user never touched in the whole log, as ``models.evaluate`` does.
+among items the user had not touched by then, as ``models.evaluate`` does.
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from features.user_state import decay_features_to
 from infra.llm import resolve_endpoint
 from models.evaluate import scratch_settings
 from models.examples import candidate_frame, model_inputs
+from models.paired_bootstrap import by_group, paired_lift
 from models.train import EventLog, fit, prepare
 from models.wide_deep import WideDeepConfig
 from serving.rerank.bench_llm import embedded_server
@@ -40,13 +41,7 @@ from serving.rerank.context import Candidate, LiveContext, live_context
 from serving.rerank.intent import Intent, rescore
 from serving.rerank.prompt import intent_key
 from serving.rerank.reranker import APPLIED, MODES, Reranker
-from serving.rerank_eval.lift import (
-    K,
-    by_group,
-    latency_summary,
-    paired_lift,
-    session_metrics,
-)
+from serving.rerank_eval.lift import K, latency_summary, session_metrics
 from serving.rerank_eval.report import FULL_WEIGHT, ORACLE, write_report
 from serving.rerank_eval.sessions import held_out_sessions, read_sessions
 from streamrec.config import Settings
@@ -85,17 +80,6 @@ class RerankOptions:
             raise UserError(f"a re-rank world needs at least 2 users and 30 items, got {self.users} and {self.items}")
         if not 0 < self.holdout_days < self.days:
             raise UserError(f"--holdout-days must be above 0 and below --world-days ({self.days}), got {self.holdout_days}")
-
-
-def parse_ints(text: str, flag: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise UserError(f"{flag} takes comma-separated integers, got {text!r}") from None
-
-
-def parse_names(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def run_rerank_evaluation(settings: Settings, out_dir: Path, options: RerankOptions) -> dict:

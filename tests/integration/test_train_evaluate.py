@@ -93,8 +93,14 @@ def test_evaluation_puts_live_wide_and_deep_first(report):
     full = metrics["protocols"]["full"]["models"]
     assert set(full) == set(loo) and all(0 < f["coverage@10"] <= 1 for f in full.values())
     assert len({f["n_users"] for f in full.values()}) == 1  # every model ranks the same users
+    assert {"item-knn-all", "session-knn", "als", "sasrec"} <= set(loo)
+    best = metrics["protocols"]["loo"]["best_baseline"]
+    assert best not in ("wide-deep", "wide-deep-no-live") and metrics["seeds"] == [0]
+    versus = metrics["protocols"]["loo"]["vs_best_baseline"]["wide-deep"]
+    assert versus["diff"] == pytest.approx(loo["wide-deep"] - loo[best]) and versus["diff_ci"][0] < versus["diff"]
     text = (report / "report.md").read_text()
     assert "## Protocol `loo`" in text and "## Protocol `full`" in text and "| wide-deep-no-live |" in text
+    assert f"to the best baseline, **{best}**" in text
     for plot in ("metrics_loo.png", "metrics_full.png", "ndcg_by_activity.png", "coverage.png"):
         assert (report / plot).read_bytes().startswith(PNG), plot
         assert f"]({plot})" in text

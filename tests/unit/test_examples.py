@@ -115,7 +115,8 @@ def test_later_events_change_no_earlier_negative():
     items = [c["item_id"] for c in CATALOG]
     before = entity_rows(picked(), log_frame(), items, negatives=3, seed=4)
     after = entity_rows(picked(LOG + later), log_frame(LOG + later), items, negatives=3, seed=4)
-    early = lambda rows: rows[rows["event_timestamp"] < pd.Timestamp(cut, unit="ms", tz="UTC")]  # noqa: E731
+    def early(rows: pd.DataFrame) -> pd.DataFrame:
+        return rows[rows["event_timestamp"] < pd.Timestamp(cut, unit="ms", tz="UTC")]
     kept = early(after).drop(columns="group").reset_index(drop=True)
     assert len(kept) == len(early(before)) > 0
     pd.testing.assert_frame_equal(kept, early(before).drop(columns="group").reset_index(drop=True))

@@ -1,5 +1,6 @@
 """The re-rank evaluation's pure parts: which held-out sessions count, their context type and relevant items
-(``serving.rerank_eval.sessions``), and the metrics, bootstrap CIs and latencies (``serving.rerank_eval.lift``)."""
+(``serving.rerank_eval.sessions``), the metrics and latencies (``serving.rerank_eval.lift``) and the paired
+bootstrap CIs (``models.paired_bootstrap``)."""
 from __future__ import annotations
 
 import math
@@ -8,12 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving.rerank_eval.lift import (
-    by_group,
-    latency_summary,
-    paired_lift,
-    session_metrics,
-)
+from models.paired_bootstrap import by_group, paired_lift
+from serving.rerank_eval.lift import latency_summary, session_metrics
 from serving.rerank_eval.sessions import (
     NO_RULE,
     context_type,
