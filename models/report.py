@@ -69,14 +69,15 @@ def markdown(summary: dict, plots: list[str]) -> str:
             spread = block["spread"][model]
             values = " | ".join(f"{figures[m]:.4f}" + (f" ± {spread[m]:.4f}" if several else "") for m in names)
             lines.append(f"| {model} | {values} | {figures['n_users']} |")
-        lines += _versus_best(block)
+        pooled = "users" if len(summary["seeds"]) == 1 else "users × seeds"
+        lines += _versus_best(block, pooled)
         skipped = next(iter(block["models"].values()))["skipped"]
         lines += ["", "Users not tested: " + (", ".join(f"{k} {v}" for k, v in skipped.items()) or "none") + "."]
         metric = f"ndcg@{block['k']}"
         tables = block[f"{metric}_by_activity"]
         first = next(iter(tables.values()))
         lines += ["", f"{metric.upper()} by train positives per user:", "",
-                  "| model | " + " | ".join(f"{b} ({first[b]['users']} users)" for b in first) + " |",
+                  "| model | " + " | ".join(f"{b} ({first[b]['users']} {pooled})" for b in first) + " |",
                   "|---|" + "---:|" * len(first)]
         for model, table in tables.items():
             lines.append(f"| {model} | " + " | ".join(f"{table[b][metric]:.4f}" for b in first) + " |")
@@ -86,9 +87,9 @@ def markdown(summary: dict, plots: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _versus_best(block: dict) -> list[str]:
+def _versus_best(block: dict, pooled: str) -> list[str]:
     """Each model's paired NDCG@k difference to the best baseline with its 95% CI, overall and, for Wide &
-    Deep, per activity bucket."""
+    Deep, per activity bucket (``pooled``: what a bucket counts, users or users × seeds)."""
     best = block.get("best_baseline")
     if best is None:
         return []
@@ -101,7 +102,7 @@ def _versus_best(block: dict) -> list[str]:
                      + ("–" if f["relative"] is None else f"{f['relative']:+.1%}") + " |")
     for model, groups in block.get("vs_best_baseline_by_activity", {}).items():
         lines += ["", f"{model} − {best} by train positives per user:", "",
-                  "| train positives | users | difference | 95% CI |", "|---|---:|---:|---:|"]
+                  f"| train positives | {pooled} | difference | 95% CI |", "|---|---:|---:|---:|"]
         for bucket, f in sorted(groups.items(), key=lambda item: _bucket_start(item[0])):
             lines.append(f"| {bucket} | {f['sessions']} | {f['diff']:+.4f} | "
                          f"[{f['diff_ci'][0]:+.4f}, {f['diff_ci'][1]:+.4f}] |")
