@@ -12,6 +12,7 @@ definitions serves every data dir. Offline layout under ``<data>/offline``::
 from __future__ import annotations
 
 import functools
+import glob
 import importlib.util
 import json
 import os
@@ -360,13 +361,9 @@ class FeatureStoreClient:
         return found[[key, "event_timestamp", *names]]
 
 
-def _parquet_files(source: str) -> list[Path]:
+def _parquet_files(source: str) -> list[str]:
     """The files a source path names: the file itself, or a glob's matches (``**/*.parquet``)."""
-    path = Path(source)
-    if "*" not in path.name and "*" not in str(path.parent):
-        return [path] if path.is_file() else []
-    root = Path(*[part for part in path.parts if "*" not in part])
-    return sorted(root.glob(str(path.relative_to(root)))) if root.is_dir() else []
+    return sorted(p for p in glob.glob(source, recursive=True) if os.path.isfile(p))
 
 
 def read_catalog(path: str | os.PathLike) -> pd.DataFrame:

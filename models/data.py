@@ -12,7 +12,7 @@ The tie rule: events with the same time are in the order of the recorded log (``
 a frame without ``seq`` is taken to be in log order). It decides a pair's first positive, a user's last positive and
 the side of a split a tied positive falls on. The log's order is the producer's (``streams.movielens`` keeps the
 ratings file's order among ratings of the same second); any order by id would be arbitrary ("ml99" sorts after
-"ml1000") and moves leave-last-out HR@10 on MovieLens by 7-14 %.
+"ml1000"), and on MovieLens, with its many ratings in one second, it would pick many held-out items.
 
 Two protocols, both free of leakage (no train interaction of a user happens after one of their test interactions):
 
@@ -227,8 +227,8 @@ class _Sized:
 
 @dataclass(frozen=True)
 class LooSplit(_Sized):
-    """Leave-last-out: ``train`` positives (user_idx, item_idx, ts_ms, seq), and per test user one row of ``candidates``:
-    the held-out item at a seeded random column among ``n_negatives`` never-interacted items, so that a model that
+    """Leave-last-out: ``train`` positives (user_idx, item_idx, ts_ms, seq), and per test user one row of
+    ``candidates``: the held-out item at a seeded random column among ``n_negatives`` never-interacted items, so that a model that
     ties scores ranks the held-out item like a random draw."""
 
     protocol: str
@@ -243,8 +243,8 @@ class LooSplit(_Sized):
 
 @dataclass(frozen=True)
 class FullSplit(_Sized):
-    """Full ranking: ``train`` and ``test`` positives (user_idx, item_idx, ts_ms, seq); every user in ``test`` has train
-    history. ``skipped`` counts users left out of the test, by reason."""
+    """Full ranking: ``train`` and ``test`` positives (user_idx, item_idx, ts_ms, seq); every user in ``test`` has
+    train history. ``skipped`` counts users left out of the test, by reason."""
 
     protocol: str
     train: pd.DataFrame

@@ -12,7 +12,8 @@ the split's train positives only, their negatives drawn from what each user had 
 item ``popularity`` feature recounted from the split's train positives (``streams.movielens.relative_popularity``)
 for every dataset, so nothing of the test period reaches training or scoring. It scores a test user as of a
 context: under ``loo`` the held-out pick, under ``full`` the user's first test pick (its time and device;
-features strictly before it, point in time, from the same backfilled history), through ``models.examples.candidate_frame`` and ``model_inputs``: the serving path.
+features strictly before it, point in time, from the same backfilled history), through
+``models.examples.candidate_frame`` and ``model_inputs``: the serving path.
 """
 from __future__ import annotations
 

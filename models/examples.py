@@ -9,7 +9,7 @@ not interacted with (no click, no watch) up to the positive's pick, ``k`` per po
 own per user and stamped with the positive's time and device. What a negative may be is what was knowable then: a
 user's later interactions, their test items among them, can be negatives of an earlier positive, as they would be
 for a model trained at that time (drawing only from items never touched anywhere in the log kept every test item
-out of the negatives, a leak worth 6.7 % of P@10 on MovieLens). Clicks count as interactions, never as labels: an
+out of the negatives: a leak). Clicks count as interactions, never as labels: an
 item clicked before the pick is not a negative.
 
 Inputs. ``model_inputs`` turns a frame of feature rows (one row per user-item pair, with the request's time and

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.paired_bootstrap import BOOTSTRAP, CONFIDENCE
 from streamrec.errors import UserError
 
 
@@ -42,7 +43,8 @@ def markdown(summary: dict, plots: list[str]) -> str:
         "A positive is a user's first watch of an item; clicks are interactions but not positives. Wide & Deep "
         "trains on the split's train positives, each with "
         f"{summary['negatives_per_positive']} sampled items the user had not touched by then, the item popularity "
-        "feature counted on the train positives, features joined point-in-time from Feast; it scores a test user as of a context pick (loo: the held-out pick; full: the first test pick), "
+        "feature counted on the train positives, features joined point-in-time from Feast; it scores a test user "
+        "as of a context pick (loo: the held-out pick; full: the first test pick), "
         "with features from strictly before it. `wide-deep-no-live` has no context or session features.",
         "",
         f"Seeds {', '.join(map(str, summary['seeds']))} (splits, negatives, every trained model); each figure is "
@@ -51,6 +53,8 @@ def markdown(summary: dict, plots: list[str]) -> str:
         + ", ".join(f"{k}={v}" for k, v in summary["wide_deep_config"].items())
         + ". Session features: " + ", ".join(f"{k}={v}" for k, v in summary["feature_config"].items()) + ".",
     ]
+    several = len(summary["seeds"]) > 1
+    pooled = "users × seeds" if several else "users"  # what a count of the pooled per-user rows means
     for protocol, block in summary["protocols"].items():
         names = metric_names(block)
         split = block["split"]
@@ -64,12 +68,10 @@ def markdown(summary: dict, plots: list[str]) -> str:
             "| model | " + " | ".join(names) + " | users |",
             "|---|" + "---:|" * (len(names) + 1),
         ]
-        several = len(summary["seeds"]) > 1
         for model, figures in block["models"].items():
             spread = block["spread"][model]
             values = " | ".join(f"{figures[m]:.4f}" + (f" ± {spread[m]:.4f}" if several else "") for m in names)
             lines.append(f"| {model} | {values} | {figures['n_users']} |")
-        pooled = "users" if len(summary["seeds"]) == 1 else "users × seeds"
         lines += _versus_best(block, pooled)
         skipped = next(iter(block["models"].values()))["skipped"]
         lines += ["", "Users not tested: " + (", ".join(f"{k} {v}" for k, v in skipped.items()) or "none") + "."]
@@ -88,29 +90,26 @@ def markdown(summary: dict, plots: list[str]) -> str:
 
 
 def _versus_best(block: dict, pooled: str) -> list[str]:
-    """Each model's paired NDCG@k difference to the best baseline with its 95% CI, overall and, for Wide &
+    """Each model's paired NDCG@k difference to the best baseline with its CI, overall and, for Wide &
     Deep, per activity bucket (``pooled``: what a bucket counts, users or users × seeds)."""
     best = block.get("best_baseline")
     if best is None:
         return []
     metric = f"NDCG@{block['k']}"
     intro = (f"Paired difference in {metric} to the best baseline, **{best}** (users resampled within seeds, "
-             "2,000 replicates; 95% CI):")
-    lines = ["", intro, "", "| model | difference | 95% CI | relative |", "|---|---:|---:|---:|"]
+             f"{BOOTSTRAP:,} replicates; {CONFIDENCE:.0%} CI):")
+    ci = f"{CONFIDENCE:.0%} CI"
+    lines = ["", intro, "", f"| model | difference | {ci} | relative |", "|---|---:|---:|---:|"]
     for model, f in block["vs_best_baseline"].items():
         lines.append(f"| {model} | {f['diff']:+.4f} | [{f['diff_ci'][0]:+.4f}, {f['diff_ci'][1]:+.4f}] | "
                      + ("–" if f["relative"] is None else f"{f['relative']:+.1%}") + " |")
     for model, groups in block.get("vs_best_baseline_by_activity", {}).items():
         lines += ["", f"{model} − {best} by train positives per user:", "",
-                  f"| train positives | {pooled} | difference | 95% CI |", "|---|---:|---:|---:|"]
-        for bucket, f in sorted(groups.items(), key=lambda item: _bucket_start(item[0])):
+                  f"| train positives | {pooled} | difference | {ci} |", "|---|---:|---:|---:|"]
+        for bucket, f in groups.items():
             lines.append(f"| {bucket} | {f['sessions']} | {f['diff']:+.4f} | "
                          f"[{f['diff_ci'][0]:+.4f}, {f['diff_ci'][1]:+.4f}] |")
     return lines
-
-
-def _bucket_start(label: str) -> int:
-    return int(label.split("-")[0].rstrip("+"))
 
 
 def _pyplot():

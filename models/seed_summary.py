@@ -17,26 +17,27 @@ import pandas as pd
 from models.paired_bootstrap import by_group, paired_lift
 
 ACTIVITY_BINS = (1, 5, 10, 20, 50, 100)  # train positives per user: bucket lower bounds
+_EDGES = [*ACTIVITY_BINS, np.inf]
+BUCKETS = [f"{lo}-{hi - 1}" if np.isfinite(hi) else f"{lo}+" for lo, hi in pairwise(_EDGES)]  # in activity order
 OURS = ("wide-deep", "wide-deep-no-live")  # every other model is a baseline
 
 Run = tuple[dict, dict[tuple[str, str], pd.DataFrame]]
 
 
 def activity_bucket(n_train: pd.Series) -> pd.Series:
-    """Each user's bucket of train positives (ACTIVITY_BINS) as a label, e.g. "5-9" or "100+"."""
-    edges = [*ACTIVITY_BINS, np.inf]
-    labels = [f"{lo}-{hi - 1}" if np.isfinite(hi) else f"{lo}+" for lo, hi in pairwise(edges)]
-    return pd.cut(n_train, bins=edges, right=False, labels=labels).astype(str)
+    """Each user's bucket of train positives (ACTIVITY_BINS) as a label of BUCKETS, e.g. "5-9" or "100+"."""
+    return pd.cut(n_train, bins=_EDGES, right=False, labels=BUCKETS).astype(str)
 
 
 def activity_table(per_user: pd.DataFrame, metric: str) -> dict[str, dict]:
-    """Mean ``metric`` and user count per activity bucket (users of every seed pooled), empty buckets left out."""
-    buckets = activity_bucket(per_user["n_train"])
-    order = {label: n for n, label in enumerate(activity_bucket(pd.Series(ACTIVITY_BINS)))}
-    out = {}
-    for bucket, group in sorted(per_user.groupby(buckets)[metric], key=lambda item: order[item[0]]):
-        out[str(bucket)] = {"users": int(group.size), metric: float(group.mean())}
-    return out
+    """Mean ``metric`` and user count per activity bucket (users of every seed pooled), in activity order, empty
+    buckets left out."""
+    grouped = per_user.groupby(activity_bucket(per_user["n_train"]))[metric]
+    return _in_activity_order({bucket: {"users": int(g.size), metric: float(g.mean())} for bucket, g in grouped})
+
+
+def _in_activity_order(by_bucket: dict[str, dict]) -> dict[str, dict]:
+    return {bucket: by_bucket[bucket] for bucket in BUCKETS if bucket in by_bucket}
 
 
 def combine(runs: Sequence[Run], seeds: Sequence[int]) -> dict:
@@ -85,6 +86,6 @@ def _protocol(protocol: str, runs: Sequence[Run], seeds: Sequence[int]) -> dict:
             base, model, strata = pair[f"{headline}_base"], pair[f"{headline}_model"], pair["seed"]
             out["vs_best_baseline"][name] = paired_lift(base, model, strata)
             if name in OURS:
-                out["vs_best_baseline_by_activity"][name] = by_group(base, model, activity_bucket(pair["n_train"]),
-                                                                     strata)
+                out["vs_best_baseline_by_activity"][name] = _in_activity_order(
+                    by_group(base, model, activity_bucket(pair["n_train"]), strata))
     return out

@@ -28,9 +28,10 @@ from streamrec.vocabulary import DEVICES, GENRES
 UI_DIR = Path(__file__).parent / "ui"
 SAMPLE_USERS = 50
 MAX_ITEMS = 100
-# What the page waits for an event to show in the features before it says it is late (it keeps watching,
-# up to 12 times as long, for a cold or restarting stream job to catch up).
+# What the page waits for an event to show in the features before it says it is late; it keeps watching until the
+# give-up time, for a cold or restarting stream job to catch up.
 FRESHNESS_BUDGET_S = 10.0
+FRESHNESS_GIVE_UP_S = 120.0
 
 
 class CatalogItem(BaseModel):
@@ -52,6 +53,7 @@ class UiConfig(BaseModel):
     users: list[str]  # viewers the candidate generator knows, to pick from
     top_n: int
     freshness_budget_s: float
+    freshness_give_up_s: float
     report: Report | None
 
 
@@ -79,7 +81,8 @@ def add_web_ui(app: FastAPI, settings: Settings, auth: HttpAuth, catalog_rows: d
         return UiConfig(ingest_port=settings.ingest.http_port,
                         genres=dict(zip(AFFINITY_COLUMNS, GENRES)),
                         devices=list(DEVICES), users=users, top_n=settings.serving.top_n,
-                        freshness_budget_s=FRESHNESS_BUDGET_S, report=latest_report(reports_dir))
+                        freshness_budget_s=FRESHNESS_BUDGET_S, freshness_give_up_s=FRESHNESS_GIVE_UP_S,
+                        report=latest_report(reports_dir))
 
     @app.get("/items", response_model=list[CatalogItem], dependencies=[Depends(auth.caller())],
              responses=auth.responses())

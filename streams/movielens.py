@@ -11,7 +11,7 @@ passes the directory. The mapping of a rating to the event contract:
 - ``session_id`` "ml{user}-s{n}": a user's n-th run of ratings with gaps of at most 30 min;
 - ``event_id`` uuid5 of user/item/ts, so a re-conversion gives identical ids;
 - the log is in time order, and ratings with the same second keep their order in the ratings file: the log's line
-  order is the tie rule every reader of the log uses (``models.data``; 76 % of ML-1M ratings share a second with
+  order is the tie rule every reader of the log uses (``models.data``; 77 % of ML-1M ratings share a second with
   another of the same user's, so the rule decides many held-out items).
 
 The catalog (items.jsonl, beside the event log) has the generator's fields;

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
+from models.baselines.itemknn import interactions
 from models.baselines.recommender import candidates, check_fitted
 from streamrec.errors import UserError
 
@@ -55,11 +55,7 @@ class ALS:
             AlternatingLeastSquares,  # a heavy import, only for a model that is fitted
         )
 
-        users = train["user_idx"].to_numpy(np.int64)
-        items = train["item_idx"].to_numpy(np.int64)
-        confidence = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=(n_users, n_items))
-        confidence.sum_duplicates()
-        confidence.data[:] = 1.0 + self.alpha
+        confidence = interactions(train, n_users, n_items) * np.float32(1.0 + self.alpha)
         with threadpool_limits(1, "blas"):
             model = AlternatingLeastSquares(
                 factors=self.factors, regularization=self.regularization, alpha=1.0, iterations=self.iterations,

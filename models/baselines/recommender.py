@@ -6,6 +6,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
+from streamrec.errors import UserError
+
 
 @runtime_checkable
 class Recommender(Protocol):
@@ -32,6 +34,15 @@ def candidates(item_idx: np.ndarray, n_users: int) -> np.ndarray:
     if item_idx.ndim != 2 or item_idx.shape[0] != n_users:
         raise ValueError(f"item_idx must be (n_users={n_users}, n_candidates), got shape {item_idx.shape}")
     return item_idx
+
+
+def sequences(train: pd.DataFrame, n_users: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``train``'s user codes, item codes and each user's row end (exclusive), refusing rows not grouped by user:
+    a sequential model reads a user's sequence as the order of their rows (the splits' tie-rule order)."""
+    users = train["user_idx"].to_numpy(np.int64)
+    if len(users) and np.any(np.diff(users) < 0):
+        raise UserError("train must be grouped by user (rows sorted by user, then time)")
+    return users, train["item_idx"].to_numpy(np.int64), np.cumsum(np.bincount(users, minlength=n_users))
 
 
 def check_fitted(model: object, attr: str) -> None:

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from models.baselines.recommender import candidates, check_fitted
+from models.baselines.recommender import candidates, check_fitted, sequences
 from streamrec.errors import UserError
 
 _SCORE_BATCH = 1024  # users per encoder call when scoring
@@ -73,13 +73,10 @@ class SASRec:
 
         keras.utils.set_random_seed(self.seed)
         tf.config.experimental.enable_op_determinism()
-        users = train["user_idx"].to_numpy(np.int64)
-        items = train["item_idx"].to_numpy(np.int64) + 1  # 0 is padding
-        if len(users) and np.any(np.diff(users) < 0):
-            raise UserError("train must be grouped by user (rows sorted by user, then time)")
-        ends = np.cumsum(np.bincount(users, minlength=n_users))
+        users, items, ends = sequences(train, n_users)
+        items = items + 1  # 0 is padding
         starts = ends - np.bincount(users, minlength=n_users)
-        self.recent = _windows_ending_at(items, starts, ends, ends, self.max_len)
+        self.recent = _windows_ending_at(items, starts, ends, self.max_len)
         x, y = _training_windows(items, starts, ends, self.max_len)
         self.encoder, model, embedding = _build(n_items, self.max_len, self.dim, self.blocks, self.heads, self.dropout,
                                                 self.negatives, self.seed)
@@ -90,7 +87,6 @@ class SASRec:
         else:  # the model outputs each position's sampled loss itself
             loss, inputs, targets = _given_loss, [x, y], np.zeros(y.shape, np.float32)
         model.compile(optimizer=keras.optimizers.Adam(self.lr), loss=loss)
-        self.losses = []
         bar = tqdm(total=self.epochs, desc="SASRec", unit="epoch", disable=not self.progress)
         history = model.fit(inputs, targets, sample_weight=weights,
                             batch_size=self.batch_size, epochs=self.epochs, shuffle=True, verbose=0,
@@ -112,8 +108,7 @@ class SASRec:
         return np.einsum("bf,bcf->bc", h, self.item_e[candidates(item_idx, len(h))])
 
 
-def _windows_ending_at(items: np.ndarray, starts: np.ndarray, ends: np.ndarray, stops: np.ndarray,
-                       length: int) -> np.ndarray:
+def _windows_ending_at(items: np.ndarray, starts: np.ndarray, stops: np.ndarray, length: int) -> np.ndarray:
     """Per row, ``items[max(start, stop - length):stop]`` left-padded with 0 to ``length``."""
     offsets = np.arange(-length, 0)
     idx = stops[:, None] + offsets  # (rows, length) positions into items
@@ -131,8 +126,8 @@ def _training_windows(items: np.ndarray, starts: np.ndarray, ends: np.ndarray,
     owner = np.repeat(np.arange(len(lens)), n_windows)
     back = np.arange(n_windows.sum()) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
     stops = ends[owner] - back * max_len  # the window's targets end at stop (exclusive)
-    y = _windows_ending_at(items, starts[owner] + 1, ends[owner], stops, max_len)  # targets from the 2nd item on
-    x = _windows_ending_at(items, starts[owner], ends[owner], stops - 1, max_len)
+    y = _windows_ending_at(items, starts[owner] + 1, stops, max_len)  # targets from the 2nd item on
+    x = _windows_ending_at(items, starts[owner], stops - 1, max_len)
     x[y == 0] = 0  # an input with no target is padding
     return x, y
 

@@ -19,7 +19,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from models.baselines.itemknn import cosine_similarities, interactions
-from models.baselines.recommender import check_fitted, pick
+from models.baselines.recommender import check_fitted, pick, sequences
 from streamrec.errors import UserError
 
 
@@ -33,12 +33,8 @@ class SessionKNN:
 
     def fit(self, train: pd.DataFrame, n_users: int, n_items: int) -> SessionKNN:
         self.sim = cosine_similarities(interactions(train, n_users, n_items))
-        users = train["user_idx"].to_numpy(np.int64)
-        items = train["item_idx"].to_numpy(np.int64)
-        if len(users) and np.any(np.diff(users) < 0):
-            raise UserError("train must be grouped by user (rows sorted by user, then time)")
+        users, items, ends = sequences(train, n_users)
         # position from the end of the user's sequence: 0 for their latest row
-        ends = np.cumsum(np.bincount(users, minlength=n_users))
         back = ends[users] - 1 - np.arange(len(users))
         keep = back < self.last_n
         weights = 1.0 / (1.0 + back[keep]) if self.recency else np.ones(int(keep.sum()))

@@ -177,43 +177,41 @@ async function publish(item, kind) {
   await waitVisible(seq, ts, kind, item);
 }
 
-// Past the budget the page says so but keeps watching (a cold or restarting stream job catches up), until
-// GIVE_UP_FACTOR budgets have passed or a newer event is published, which then owns the note.
-const GIVE_UP_FACTOR = 12;
-
+// Past the budget the page says so but keeps watching (a cold or restarting stream job catches up), until the
+// give-up time has passed or a newer event is published, which then owns the note.
 async function waitVisible(seq, ts, kind, item) {
   const fresh = $("freshness");
-  const budget = state.config.freshness_budget_s * 1000;
+  const { freshness_budget_s: budget, freshness_give_up_s: giveUp } = state.config;
+  const what = `${kind} of “${item.title}”`;
   for (;;) {
     if (seq !== state.published) return;
-    let body;
+    let body = null;
     try {
       body = await recommend();
     } catch (e) {
-      body = null;
       fresh.className = "note warn";
       fresh.textContent = `checking the features failed: ${e.message || e}; still watching…`;
     }
     if (seq !== state.published) return;
     const elapsed = (Date.now() - ts) / 1000;
+    const late = elapsed > budget;
     if ((body?.features?.last_event_ts_ms ?? 0) >= ts) {
       fresh.dataset.seconds = elapsed.toFixed(2);
-      fresh.className = elapsed * 1000 > budget ? "note warn" : "note";
-      fresh.textContent = `${kind} of “${item.title}” → visible in ${elapsed.toFixed(2)} s` +
-        (elapsed * 1000 > budget ? ` (over the ${state.config.freshness_budget_s} s budget)` : "");
+      fresh.className = late ? "note warn" : "note";
+      fresh.textContent = `${what} → visible in ${elapsed.toFixed(2)} s` + (late ? ` (over the ${budget} s budget)` : "");
       return;
     }
-    if (elapsed * 1000 > budget) {
+    if (late) {
       fresh.className = "note warn";
-      if (elapsed * 1000 > GIVE_UP_FACTOR * budget) {
-        fresh.textContent = `${kind} of “${item.title}” accepted, but not in the features after ${elapsed.toFixed(0)} s ` +
+      if (elapsed > giveUp) {
+        fresh.textContent = `${what} accepted, but not in the features after ${elapsed.toFixed(0)} s ` +
           "(is the stream job running?)";
         return;
       }
-      fresh.textContent = `${kind} of “${item.title}” accepted, not in the features yet after ${elapsed.toFixed(0)} s ` +
+      fresh.textContent = `${what} accepted, not in the features yet after ${elapsed.toFixed(0)} s ` +
         "(over budget: is the stream job running?); still watching…";
     }
-    await new Promise((done) => setTimeout(done, elapsed * 1000 > budget ? 1000 : 250));
+    await new Promise((done) => setTimeout(done, late ? 1000 : 250));
   }
 }
 

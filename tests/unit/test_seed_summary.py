@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.seed_summary import activity_bucket, activity_table, combine
+from models.seed_summary import BUCKETS, activity_bucket, activity_table, combine
 
 
 def _run(seed: int, shift: dict[str, float]) -> tuple[dict, dict]:
@@ -42,6 +42,7 @@ def test_means_spread_best_baseline_and_paired_difference():
     by_bucket = block["vs_best_baseline_by_activity"]["wide-deep"]
     assert sum(f["sessions"] for f in by_bucket.values()) == 3 * 400
     assert set(by_bucket) <= {"1-4", "5-9", "10-19", "20-49", "50-99", "100+"}
+    assert list(by_bucket) == [b for b in BUCKETS if b in by_bucket]  # activity order, not group size
 
 
 def test_one_seed_has_no_spread_and_other_users_are_refused():
