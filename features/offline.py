@@ -7,6 +7,7 @@ source, point-in-time correct by construction.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -19,7 +20,7 @@ import pandas as pd
 from features.user_state import FEATURE_COLUMNS, UserState, event_order, feature_columns, fold_users
 from streamrec.config import FeatureConfig
 from streamrec.errors import UserError
-from streamrec.events import InvalidEvent, parse_event
+from streamrec.events import Event, InvalidEvent, parse_event
 
 
 def read_event_log(path: str | Path, *, skipped: Counter | None = None) -> Iterator[dict]:
@@ -41,7 +42,14 @@ def read_event_log(path: str | Path, *, skipped: Counter | None = None) -> Itera
                     raise UserError(f"{path}:{n}: invalid event ({e})") from None
                 skipped[e.reason] += 1
                 continue
-            yield dataclasses.asdict(event)
+            record = {name: getattr(event, name) for name in _EVENT_FIELDS}
+            if record["context"] is not None:  # the one nested value: the caller's to change, not the event's
+                record["context"] = copy.deepcopy(record["context"])
+            yield record
+
+
+# dataclasses.asdict deep-copies every field by recursion: most of the cost of reading a log.
+_EVENT_FIELDS = tuple(field.name for field in dataclasses.fields(Event))
 
 
 def load_items(path: str | Path) -> dict[str, dict]:
@@ -120,13 +128,14 @@ def feature_history(
     """
     by_user = {user_id: sorted(user_events, key=event_order) for user_id, user_events in _events_by_user(events, items).items()}
     states = {user_id: UserState() for user_id in by_user}
-    snapshots: list[tuple[str, UserState]] = []
+    rows: dict[str, list] = {name: [] for name in FEATURE_COLUMNS}
     # Step k folds every user's k-th event at once: one fold call per step, not per event.
     for k in range(max(map(len, by_user.values()), default=0)):
         step = [(user_id, states[user_id], [user_events[k]]) for user_id, user_events in by_user.items() if k < len(user_events)]
         _folded(step, cfg)
-        snapshots += [(user_id, UserState.from_json(state.to_json())) for user_id, state, _ in step]
-    order = {user_id: n for n, user_id in enumerate(sorted(by_user))}
-    snapshots.sort(key=lambda pair: order[pair[0]])  # stable: each user's rows stay in event order
-    history = _frame(feature_columns(snapshots) if snapshots else None)
+        # feature_columns copies what it reads, so the next steps' folds leave these rows as they are.
+        for name, values in feature_columns([(user_id, state) for user_id, state, _ in step]).items():
+            rows[name] += values
+    # Stable: each user's rows stay in event order.
+    history = _frame(rows).sort_values("user_id", kind="stable", ignore_index=True)
     return history.drop_duplicates(["user_id", "event_timestamp"], keep="last", ignore_index=True)

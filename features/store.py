@@ -82,7 +82,7 @@ def repo_config(settings: Settings) -> RepoConfig:
         provider="local",
         registry={"registry_type": "file", "path": str(settings.path("feast", "registry.db"))},
         online_store=online,
-        # DuckDB, not Dask: the point-in-time join of MovieLens-100k's 500k training rows takes 25 s, not minutes.
+        # DuckDB, not Dask: the point-in-time joins of MovieLens-100k's training set take seconds, not minutes.
         offline_store={"type": "duckdb"},
         repo_path=str(repo_dir(settings)),
         entity_key_serialization_version=3,
@@ -308,8 +308,9 @@ class FeatureStoreClient:
         self.store.write_to_online_store(self.defs.item_view.name, online)
         return table.num_rows
 
-    def build_profiles(self, events: pd.DataFrame, cut: datetime) -> int:
-        """Long-term profiles from the events up to ``cut``, stamped ``cut``; returns the user count."""
+    def build_profiles(self, events: pd.DataFrame, cut: datetime, *, online: bool = True) -> int:
+        """Long-term profiles from the events up to ``cut``, stamped ``cut``, into the offline store and, if
+        ``online``, the online store; returns the user count."""
         items_path = self.offline_dir / self._module.ITEMS_FILE
         if not items_path.is_file():
             raise UserError(f"no catalog at {items_path}: run `streamrec features load-catalog` first")
@@ -318,24 +319,31 @@ class FeatureStoreClient:
         table = to_table(profiles, arrow_schema(self.defs.profile_view), "profiles")
         cut_ms = int(pd.Timestamp(cut).timestamp() * 1000)
         write_parquet_atomic(table, self.offline_dir / self._module.PROFILE_DIR / f"profile-{cut_ms}.parquet")
-        self._write_online(self.defs.profile_view, to_frame(table))
+        if online:
+            self._write_online(self.defs.profile_view, to_frame(table))
         return table.num_rows
 
     # ---- training ----
-    def training_set(self, entity_df: pd.DataFrame) -> pd.DataFrame:
-        """``entity_df`` (user_id, item_id, event_timestamp, label, ...) with every ranking feature
-        joined point-in-time: a row sees only feature rows stamped strictly before its own timestamp
-        (and, for session features, at most 30 days before), so the labelled event's own update
-        never leaks into its features. Rows keep their order; a row with nothing to see gets nulls."""
-        missing = {"user_id", "item_id", "event_timestamp"} - set(entity_df.columns)
+    def training_set(self, entity_df: pd.DataFrame, views: Sequence[str] = ("session", "profile", "item")) -> pd.DataFrame:
+        """``entity_df`` (the ``views``' keys: user_id for session and profile, item_id for item; event_timestamp;
+        any other columns) with the features of ``views`` joined point-in-time: a row sees only feature rows
+        stamped strictly before its own timestamp (and, for session features, at most 30 days before), so the
+        labelled event's own update never leaks into its features. Rows keep their order; a row with nothing to
+        see gets nulls."""
+        chosen = [self._views[name] for name in views]
+        missing = {"event_timestamp", *(view.entity_columns[0].name for view in chosen)} - set(entity_df.columns)
         if missing:
             raise ValueError(f"entity_df lacks columns {sorted(missing)}")
         out = entity_df.assign(event_timestamp=pd.to_datetime(entity_df["event_timestamp"], utc=True).astype("datetime64[ns, UTC]"))
-        for view in (self.defs.session_view, self.defs.profile_view, self.defs.item_view):
+        for view in chosen:
             key = view.entity_columns[0].name
             out = out.merge(self._historical(view, out), on=[key, "event_timestamp"], how="left")
             out = out.astype({f.name: "Int64" for f in view.features if f.dtype == Int64})
         return out
+
+    @property
+    def _views(self) -> dict[str, FeatureView]:
+        return {"session": self.defs.session_view, "profile": self.defs.profile_view, "item": self.defs.item_view}
 
     def _historical(self, view: FeatureView, entity_df: pd.DataFrame) -> pd.DataFrame:
         """One view's point-in-time features for the distinct (key, timestamp) pairs of ``entity_df``.

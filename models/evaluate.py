@@ -12,8 +12,8 @@ the split's train positives only, their negatives drawn from what each user had 
 item ``popularity`` feature recounted from the split's train positives (``streams.movielens.relative_popularity``)
 for every dataset, so nothing of the test period reaches training or scoring. It scores a test user as of a
 context: under ``loo`` the held-out pick, under ``full`` the user's first test pick (its time and device;
-features strictly before it, point in time, from the same backfilled history), through
-``models.examples.candidate_frame`` and ``model_inputs``: the serving path.
+features strictly before it, point in time, from the same backfilled history), through the serving model's own
+encoders (``models.wide_deep.WideDeep``), each context and item encoded once.
 """
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ import pandas as pd
 
 from models.baselines import ALS, BPR, ItemKNN, MostPopular, SASRec, SessionKNN
 from models.data import LOG_ORDER, FullSplit, LooSplit, make_split
-from models.examples import candidate_frame, model_inputs
+from models.example_set import ExampleSet
+from models.examples import context_inputs, item_inputs
 from models.protocols import run
 from models.seed_summary import combine
 from models.train import EventLog, Prepared, fit, prepare
@@ -47,7 +48,6 @@ PROTOCOLS = {
     "full": f"time_user: each user's last 25% of positives (by first-watch time) are the test set; every item "
             f"without a train positive of the user is ranked; precision, recall, NDCG, MAP@{K}, coverage@{K}",
 }
-_SCORE_ROWS = 50_000  # rows per model call when scoring
 
 
 class WideDeepRanker:
@@ -64,41 +64,35 @@ class WideDeepRanker:
         self.model = None
         self.train_metrics: dict = {}
 
-    def training_examples(self, train: pd.DataFrame) -> pd.DataFrame:
-        """The rows ``fit`` trains on: the examples of the ``train`` positives (their negatives with them), with the
+    def training_examples(self, train: pd.DataFrame) -> ExampleSet:
+        """The examples ``fit`` trains on: those of the ``train`` positives (their negatives with them), with the
         train period's popularity."""
         pairs = pd.DataFrame({"user_id": self.split.users.decode(train["user_idx"]),
                               "item_id": self.split.items.decode(train["item_idx"])})
         examples = self.prepared.examples
-        groups = examples.loc[examples["label"] == 1, ["group", "user_id", "item_id"]].merge(pairs)["group"]
-        examples = examples[examples["group"].isin(groups)]
-        return examples.assign(popularity=examples["item_id"].map(self.popularity))
+        groups = examples.requests[["group", "user_id", "item_id"]].merge(pairs)["group"]
+        return examples.of_groups(groups).with_items(
+            examples.items.assign(popularity=examples.items["item_id"].map(self.popularity)))
 
     def fit(self, train: pd.DataFrame, n_users: int, n_items: int) -> WideDeepRanker:
         self.model, self.train_metrics = fit(
             self.training_examples(train), self.prepared.catalog["item_id"], live=self.live,
             config=self.config, seed=self.seed, timezone=self.timezone, progress=self.progress,
         )
+        # Each test user's context and each item encoded once; scoring gathers (context, item) pairs of them.
+        self._encoded = (self.model.encode(context_inputs(self.contexts, self.timezone, self.live)),
+                         self.model.encode(item_inputs(self.items)))
         return self
 
     def score(self, user_idx: np.ndarray, item_idx: np.ndarray | None = None) -> np.ndarray:
         if self.model is None:
             raise RuntimeError("WideDeepRanker is not fitted: call fit() first")
-        users = np.asarray(user_idx)
+        contexts = self.contexts.index.get_indexer(np.asarray(user_idx))
+        if (contexts < 0).any():
+            raise ValueError("a user to score has no context row")
         n = len(self.items) if item_idx is None else np.asarray(item_idx).shape[1]
-        step = max(1, _SCORE_ROWS // n)
-        # Many users per model call (a call per user would cost more than the scoring), bounded in memory.
-        scores = [self._score_rows(users[lo:lo + step], None if item_idx is None else item_idx[lo:lo + step])
-                  for lo in range(0, len(users), step)]
-        return np.concatenate(scores).reshape(len(users), n)
-
-    def _score_rows(self, users: np.ndarray, item_idx: np.ndarray | None) -> np.ndarray:
-        frames = [
-            candidate_frame(self.contexts.loc[user], self.items if item_idx is None else self.items.iloc[item_idx[row]])
-            for row, user in enumerate(users)
-        ]
-        inputs = model_inputs(pd.concat(frames, ignore_index=True), self.timezone, self.live)
-        return np.asarray(self.model(inputs, training=False)).ravel()
+        items = np.tile(np.arange(n), len(contexts)) if item_idx is None else np.asarray(item_idx).ravel()
+        return self.model.score(*self._encoded, np.repeat(contexts, n), items).reshape(len(contexts), n)
 
 
 def train_popularity(split: LooSplit | FullSplit, item_ids) -> pd.Series:
@@ -109,7 +103,7 @@ def train_popularity(split: LooSplit | FullSplit, item_ids) -> pd.Series:
 
 
 def context_rows(prepared: Prepared, split: LooSplit | FullSplit) -> pd.DataFrame:
-    """Per test user (index: user_idx), the example row of the pick W&D scores the user at: the held-out pick
+    """Per test user (index: user_idx), the request row of the pick W&D scores the user at: the held-out pick
     (loo) or the first test pick (full); its features are those strictly before that pick."""
     if isinstance(split, LooSplit):
         users, items = split.test_users, split.test_items
@@ -118,8 +112,7 @@ def context_rows(prepared: Prepared, split: LooSplit | FullSplit) -> pd.DataFram
         users, items = first["user_idx"].to_numpy(), first["item_idx"].to_numpy()
     wanted = pd.DataFrame({"user_idx": users, "user_id": split.users.decode(users),
                            "item_id": split.items.decode(items)})
-    positives = prepared.examples[prepared.examples["label"] == 1]
-    rows = wanted.merge(positives, on=["user_id", "item_id"], how="left")
+    rows = wanted.merge(prepared.examples.requests, on=["user_id", "item_id"], how="left")
     if rows["group"].isna().any() or len(rows) != len(wanted):
         raise ValueError("a test pick has no example row: examples and split disagree on the positives")
     return rows.set_index("user_idx")
@@ -182,7 +175,7 @@ def _evaluate_seed(settings: Settings, event_log: EventLog, protocols: tuple[str
             "name": event_log.name, "events_path": str(event_log.events), "items_path": str(event_log.items),
             "sha256_16": prepared.data_hashes(), "events": len(interactions),
             "users": int(interactions["user_id"].nunique()), "catalog_items": len(prepared.catalog),
-            "positives": int(prepared.examples["label"].sum()),
+            "positives": prepared.examples.positives,
         },
         "seed": seed,
         "negatives_per_positive": negatives,

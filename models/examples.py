@@ -13,8 +13,10 @@ out of the negatives: a leak). Clicks count as interactions, never as labels: an
 item clicked before the pick is not a negative.
 
 Inputs. ``model_inputs`` turns a frame of feature rows (one row per user-item pair, with the request's time and
-device) into the model's named arrays; ``serving_inputs`` builds that frame for one user and many candidates from
-online rows. Training, evaluation and serving all go through ``model_inputs``, so they cannot drift apart.
+device) into the model's named arrays: the item's (``item_inputs``) and the request's (``context_inputs``), which
+training and evaluation take separately, from a table of requests and one of items (``models.example_set``);
+``serving_inputs`` builds the same arrays for one user and many candidates from online rows. All of them go
+through these functions, so they cannot drift apart.
 Pass the *stored* session row: the time since its last event is computed here from ``last_event_ts_ms``, and the
 genre affinities enter the model normalized, so ageing them first (``decay_features_to``) changes nothing.
 """
@@ -28,7 +30,6 @@ import numpy as np
 import pandas as pd
 
 from streamrec.vocabulary import GENRE_SLUGS, GENRES, daypart, local_time
-from features.user_state import FEATURE_COLUMNS
 from models.data import LOG_ORDER
 from streamrec.errors import UserError
 
@@ -186,10 +187,12 @@ def model_inputs(frame: pd.DataFrame, timezone: str = "UTC", live: bool = True) 
     Missing values (a user without session or profile, an item without year) get neutral values."""
     if frame.empty:
         raise ValueError("no rows to build model inputs from")
-    return _item_inputs(frame) | _user_inputs(frame, timezone, live)
+    return item_inputs(frame) | context_inputs(frame, timezone, live)
 
 
-def _item_inputs(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+def item_inputs(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The item's inputs (item_id, item_genres, year, duration_minutes, popularity) of each row of item rows
+    (item_id, genres, year, duration_minutes, popularity)."""
     return {
         "item_id": _strings(frame["item_id"]),
         "item_genres": _padded(frame["genres"]),
@@ -197,7 +200,9 @@ def _item_inputs(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     }
 
 
-def _user_inputs(frame: pd.DataFrame, timezone: str, live: bool) -> dict[str, np.ndarray]:
+def context_inputs(frame: pd.DataFrame, timezone: str, live: bool) -> dict[str, np.ndarray]:
+    """The inputs every candidate of a request shares (user, context, session, profile: REQUEST_INPUT_NAMES), one
+    row per row of ``frame``."""
     out = {
         "user_id": _strings(frame["user_id"]),
         "profile_shares": _matrix(frame, SHARE_COLUMNS),
@@ -225,15 +230,6 @@ def _user_inputs(frame: pd.DataFrame, timezone: str, live: bool) -> dict[str, np
     }
 
 
-def candidate_frame(user: Mapping, items: pd.DataFrame) -> pd.DataFrame:
-    """The rows ``model_inputs`` reads for one user and many items: ``items`` (catalog rows) with the user's
-    columns (request, session and profile fields; absent ones missing) beside each."""
-    frame = items.drop(columns=[c for c in items.columns if c in _USER_COLUMNS]).reset_index(drop=True)
-    # One cell per row for every value, lists (last_items) included; built at once, not column by column.
-    user_columns = pd.DataFrame({name: [user.get(name)] * len(frame) for name in _USER_COLUMNS}, index=frame.index)
-    return pd.concat([frame, user_columns], axis=1)
-
-
 def serving_inputs(
     session_row: Mapping | None,
     item_rows: Sequence[Mapping],
@@ -254,7 +250,7 @@ def serving_inputs(
     items = item_frame(item_rows)
     # The user's columns are the same on every row: build them once and repeat them.
     per_user = request_inputs(session_row, profile_row, context, live=live)
-    return _item_inputs(items) | {name: np.repeat(a, len(items), axis=0) for name, a in per_user.items()}
+    return item_inputs(items) | {name: np.repeat(a, len(items), axis=0) for name, a in per_user.items()}
 
 
 def request_inputs(session_row: Mapping | None, profile_row: Mapping | None, context: RequestContext, *,
@@ -289,22 +285,20 @@ def request_inputs(session_row: Mapping | None, profile_row: Mapping | None, con
 
 def item_frame(item_rows: Iterable[Mapping]) -> pd.DataFrame:
     """``item_features`` rows (item_id, genres, year, duration_minutes, popularity) as a frame."""
-    return pd.DataFrame([{name: row.get(name) for name in _ITEM_COLUMNS} for row in item_rows], columns=list(_ITEM_COLUMNS))
+    return pd.DataFrame([{name: row.get(name) for name in ITEM_COLUMNS} for row in item_rows], columns=list(ITEM_COLUMNS))
 
 
 def item_table(items: pd.DataFrame) -> dict[str, np.ndarray]:
     """The item inputs of every catalog item (``item_frame``), row 0 an unknown item's neutral values: the
     table the export's ``rank`` signature looks candidates up in (row n + 1 is the frame's row n)."""
     unknown = pd.DataFrame([{"item_id": "", "genres": None, **ITEM_DEFAULTS}])
-    return _item_inputs(pd.concat([unknown, items], ignore_index=True))
+    return item_inputs(pd.concat([unknown, items], ignore_index=True))
 
 
-_SESSION_COLUMNS = tuple(c for c in FEATURE_COLUMNS if c not in ("user_id", "event_timestamp"))
 _SESSION_NUMBERS = ("session_events", "session_length_s", "prev_gap_s", "events_total")
-_USER_COLUMNS = ("user_id", "event_timestamp", "device", *_SESSION_COLUMNS, "profile_events", *SHARE_COLUMNS)
-_ITEM_COLUMNS = ("item_id", "genres", "year", "duration_minutes", "popularity")
+ITEM_COLUMNS = ("item_id", "genres", "year", "duration_minutes", "popularity")
 RANK_SIGNATURE = "rank"  # the export's per-request signature (models.export): request inputs once, item ids
-REQUEST_INPUT_NAMES = tuple(name for name in (*ITEM_INPUTS, *LIVE_INPUTS) if name not in _ITEM_COLUMNS and name != "item_genres")
+REQUEST_INPUT_NAMES = tuple(name for name in (*ITEM_INPUTS, *LIVE_INPUTS) if name not in ITEM_COLUMNS and name != "item_genres")
 
 
 def _strings(series: pd.Series) -> np.ndarray:

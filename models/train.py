@@ -2,8 +2,8 @@
 
 ``prepare`` puts the log where the stream would have: catalog and profile cuts into Feast, the session log
 backfilled with the stream's fold; then it builds the labelled entity rows (``models.examples``) of every
-positive and joins their features point-in-time (``FeatureStoreClient.training_set``). ``fit`` trains on any
-subset of those rows; ``train`` fits on all of them and exports a new version for serving.
+positive and joins their features point-in-time (``models.example_set.join_features``). ``fit`` trains on any
+subset of those examples; ``train`` fits on all of them and exports a new version for serving.
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ import pandas as pd
 from features.backfill import backfill_session_log, log_hash
 from features.offline import read_event_log
 from models.data import LOG_ORDER, encoded_positives, label_positives
-from models.examples import entity_rows, event_frame, model_inputs, pick_positives
+from models.example_set import ExampleSet, join_features
+from models.examples import context_inputs, entity_rows, event_frame, item_inputs, pick_positives
 from models.wide_deep import WideDeepConfig
 from streamrec.config import Settings
 from streamrec.errors import UserError
@@ -44,7 +45,7 @@ class Prepared:
     log: EventLog
     interactions: pd.DataFrame  # one row per event with ``label`` (models.data's input)
     catalog: pd.DataFrame       # features.store.read_catalog rows: item_id, genres, year, duration_minutes, popularity
-    examples: pd.DataFrame      # entity rows of every positive and its negatives, features joined
+    examples: ExampleSet        # every positive and its negatives, features joined
     negatives: int
     seed: int
 
@@ -80,15 +81,15 @@ def prepare(settings: Settings, event_log: EventLog, *, negatives: int = 4, seed
     client.load_catalog(event_log.items)
     times = pd.to_datetime(events["ts_ms"], unit="ms", utc=True)
     cuts = profile_cuts(times.min(), times.max())
-    for cut in cuts:
-        client.build_profiles(events.rename(columns={"ts_ms": "ts"}), cut)
+    for cut in cuts:  # online, only the last: what serving would read now
+        client.build_profiles(events.rename(columns={"ts_ms": "ts"}), cut, online=cut == cuts[-1])
     rows = backfill_session_log(settings, event_log.events, event_log.items)
     log.info("feast: %d items, %d profile cuts, %d backfilled session rows", len(catalog), len(cuts), rows)
 
     picked = pick_positives(events, positives)
     entities = entity_rows(picked, events, catalog["item_id"], negatives, seed)
     log.info("training set: %d positives x (1 + %d negatives), features from Feast", len(picked), negatives)
-    examples = client.training_set(entities)
+    examples = join_features(entities, client)
     return Prepared(event_log, interactions, catalog, examples, negatives, seed)
 
 
@@ -102,30 +103,35 @@ def decoded_positives(interactions: pd.DataFrame) -> pd.DataFrame:
 
 
 def fit(
-    examples: pd.DataFrame, item_ids, *, live: bool, config: WideDeepConfig, seed: int, timezone: str = "UTC",
+    examples: ExampleSet, item_ids, *, live: bool, config: WideDeepConfig, seed: int, timezone: str = "UTC",
     progress: bool = True,
 ) -> tuple:
-    """(model, final-epoch training metrics) trained on ``examples`` (rows of ``Prepared.examples``); ``item_ids``:
-    the catalog. Same rows, seed and config give the same weights (seeded shuffles, deterministic ops)."""
+    """(``models.wide_deep.WideDeep``, final-epoch training metrics) trained on ``examples`` (e.g. part of
+    ``Prepared.examples``); ``item_ids``: the catalog. Same examples, seed and config give the same weights (seeded
+    order, deterministic ops)."""
     import keras
     import tensorflow as tf
 
-    from models.wide_deep import build_model
+    from models.wide_deep import LIVE_NUMERIC_INPUTS, NUMERIC_INPUTS, build_model
 
-    if examples.empty:
+    if len(examples) == 0:
         raise UserError("no training examples")
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
-    inputs = model_inputs(examples, timezone, live)
-    labels = examples["label"].to_numpy(np.float32)
-    users = sorted(examples["user_id"].unique())
-    model = build_model(users, list(item_ids), live, inputs, config)
-    data = (tf.data.Dataset.from_tensor_slices((inputs, labels))
-            .shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-            .batch(config.batch_size))
+    requests = context_inputs(examples.requests, timezone, live)
+    items = item_inputs(examples.items)
+    # The numeric features' statistics over the training examples, each request and item counted per example.
+    numeric = {name: table[name][rows] for table, rows in ((requests, examples.request_row), (items, examples.item_row))
+               for name in (*NUMERIC_INPUTS, *LIVE_NUMERIC_INPUTS) if name in table}
+    users = sorted(examples.requests["user_id"].iloc[np.unique(examples.request_row)].unique())
+    model = build_model(users, list(item_ids), live, numeric, config)
+    trainer = model.trainer(config, model.encode(requests), model.encode(items))
     # A live progress bar on a terminal, one line per epoch in a log.
     verbose = (1 if sys.stdout.isatty() else 2) if progress else 0
-    history = model.fit(data, epochs=config.epochs, shuffle=False, verbose=verbose)
+    # Keras shuffles the row pairs anew each epoch, seeded by set_random_seed.
+    history = trainer.fit({"request_row": examples.request_row[:, None], "item_row": examples.item_row[:, None]},
+                          examples.label, batch_size=config.batch_size, epochs=config.epochs, shuffle=True,
+                          verbose=verbose)
     return model, {name: float(values[-1]) for name, values in history.history.items()}
 
 
@@ -140,7 +146,7 @@ def train(
 
     prepared = prepare(settings, event_log, negatives=negatives, seed=seed)
     model, train_metrics = fit(prepared.examples, prepared.catalog["item_id"], live=live, config=config, seed=seed,
-                timezone=settings.features.timezone, progress=progress)
+                               timezone=settings.features.timezone, progress=progress)
     metadata = {
         "live": live,
         "seed": seed,
@@ -151,13 +157,13 @@ def train(
             "events_path": str(event_log.events),
             "items_path": str(event_log.items),
             "sha256_16": prepared.data_hashes(),
-            "positives": int(prepared.examples["label"].sum()),
+            "positives": prepared.examples.positives,
             "examples": len(prepared.examples),
             "negatives_per_positive": negatives,
         },
         "metrics": {"train": train_metrics},
     }
-    version, path = export_model(model, settings.data_path / "model_repo" / settings.model.name, live, metadata,
+    version, path = export_model(model.model, settings.data_path / "model_repo" / settings.model.name, live, metadata,
                                  items=item_frame(prepared.catalog.to_dict("records")))
     retrieval = fit_retrieval(settings, event_log)
     return {"version": version, "path": str(path), "retrieval": str(retrieval), **metadata["training_data"],

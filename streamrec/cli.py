@@ -35,8 +35,18 @@ COMMAND_MODULES = (
 )
 
 
-# Third-party import-time deprecation notices (kafka-python, feast) say nothing to a user.
-warnings.filterwarnings("ignore", category=DeprecationWarning)
+def _without_deprecations(show):
+    """``show`` (a ``warnings.showwarning``) for everything but deprecation notices: third-party ones (kafka-python,
+    feast, ibis via DuckDB) say nothing to a user. Dropped where warnings are shown, not by a filter: feast resets
+    the filters when imported (DeprecationWarning: "once")."""
+    if getattr(show, "drops_deprecations", False):  # main() ran before in this process
+        return show
+
+    def showwarning(message, category, *args, **kwargs):
+        if not issubclass(category, (DeprecationWarning, PendingDeprecationWarning)):
+            show(message, category, *args, **kwargs)
+    showwarning.drops_deprecations = True
+    return showwarning
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +65,7 @@ def _terminate(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
+    warnings.showwarning = _without_deprecations(warnings.showwarning)
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     logging.basicConfig(

@@ -5,7 +5,7 @@ the examples exactly as ``models.evaluate`` does (``prepare``), then train W&D (
 picked before the cutoff (the last ``holdout_days`` of the world). Each held-out, context-shifted session
 (``sessions``) is scored at its start, the way the recommend API would have: features strictly before the
 session's first event (Feast, point in time), the session's own time and device, every item the user had not
-touched yet ranked through ``models.examples.candidate_frame`` + ``model_inputs``; the W&D top ``serving.top_n``
+touched yet ranked by the trained W&D (``models.wide_deep.WideDeep.score``); the W&D top ``serving.top_n``
 are the candidates. The re-ranker then orders them for each mode, through ``Reranker.refresh`` (the LLM call
 the refresh worker makes, no latency budget).
 
@@ -32,7 +32,7 @@ import pandas as pd
 from features.user_state import decay_features_to
 from infra.llm import resolve_endpoint
 from models.evaluate import scratch_settings
-from models.examples import candidate_frame, model_inputs
+from models.examples import context_inputs, item_inputs
 from models.paired_bootstrap import by_group, paired_lift
 from models.train import EventLog, fit, prepare
 from models.wide_deep import WideDeepConfig
@@ -49,7 +49,6 @@ from streamrec.errors import UserError
 from streams.generator import DAY_MS, generate_world
 
 METRICS = (f"ndcg@{K}", f"hr@{K}")
-_SCORE_ROWS = 50_000  # rows per W&D call when scoring sessions, as models.evaluate bounds its calls
 
 
 @dataclass(frozen=True)
@@ -130,13 +129,11 @@ def evaluate_seed(settings: Settings, seed: int, options: RerankOptions, started
 
     prepared = prepare(scratch, EventLog(world_dir / "events.jsonl", world_dir / "items.jsonl", name),
                        negatives=options.negatives, seed=seed)
-    examples = prepared.examples
-    cut = pd.Timestamp(cutoff, unit="ms", tz="UTC")
-    train_groups = examples.loc[(examples["label"] == 1) & (examples["event_timestamp"] < cut), "group"]
-    train = examples[examples["group"].isin(train_groups)]
+    requests = prepared.examples.requests
+    train_groups = requests.loc[requests["event_timestamp"] < pd.Timestamp(cutoff, unit="ms", tz="UTC"), "group"]
     _say(options, f"seed {seed}: training W&D on {len(train_groups)} positives before the cutoff", started)
-    model, train_metrics = fit(train, prepared.catalog["item_id"], live=True, config=options.config, seed=seed,
-                               timezone="UTC", progress=False)
+    model, train_metrics = fit(prepared.examples.of_groups(train_groups), prepared.catalog["item_id"], live=True,
+                                 config=options.config, seed=seed, timezone="UTC", progress=False)
 
     world = json.loads((world_dir / "world.json").read_text(encoding="utf-8"))
     events = prepared.interactions[["user_id", "item_id", "ts_ms", "event_type"]]
@@ -174,14 +171,12 @@ def shortlist(scratch: Settings, model, catalog: pd.DataFrame, events: pd.DataFr
     from features.store import FeatureStoreClient
 
     starts = pd.to_datetime(chosen["start_ts"], unit="ms", utc=True)
-    # Any catalog item will do for the entity rows: the user's features do not depend on it.
-    entity = pd.DataFrame({"user_id": chosen["user_id"], "item_id": catalog["item_id"].iloc[0],
-                           "event_timestamp": starts, "device": chosen["device"]})
-    features = FeatureStoreClient(scratch).training_set(entity)
+    entity = pd.DataFrame({"user_id": chosen["user_id"], "event_timestamp": starts, "device": chosen["device"]})
+    features = FeatureStoreClient(scratch).training_set(entity, views=("session", "profile"))
     first_touch = events.groupby(["user_id", "item_id"])["ts_ms"].min()
     records = {r["item_id"]: r for r in catalog.to_dict("records")}
     rows = [_plain(r) for r in features.to_dict("records")]
-    scores = _wd_scores(model, rows, catalog, first_touch, chosen, scratch.features.timezone)
+    scores = _wd_scores(model, features, catalog, first_touch, chosen, scratch.features.timezone)
     out = []
     for row, session, (item_ids, wd) in zip(rows, chosen.itertuples(index=False), scores):
         best = np.argsort(-wd, kind="stable")[:top_n]
@@ -194,27 +189,20 @@ def shortlist(scratch: Settings, model, catalog: pd.DataFrame, events: pd.DataFr
     return out
 
 
-def _wd_scores(model, rows: list[dict], catalog: pd.DataFrame, first_touch: pd.Series, chosen: pd.DataFrame,
-               timezone: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(unseen item ids, their W&D scores) per session, many sessions per model call."""
-    unseen, frames = [], []
-    for row, session in zip(rows, chosen.itertuples(index=False)):
+def _wd_scores(model, features: pd.DataFrame, catalog: pd.DataFrame, first_touch: pd.Series,
+               chosen: pd.DataFrame, timezone: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(unseen item ids, their W&D scores) per session: each session's context and each item encoded once."""
+    unseen = []
+    for session in chosen.itertuples(index=False):
         touched = first_touch.get(session.user_id)
         seen = set() if touched is None else set(touched.index[touched.to_numpy() < session.start_ts])
-        items = catalog[~catalog["item_id"].isin(seen)]
-        unseen.append(items["item_id"].to_numpy())
-        frames.append(candidate_frame(row, items))
-    scores, batch = [], []
-    for frame in frames + [None]:
-        if frame is not None:
-            batch.append(frame)
-        if batch and (frame is None or sum(map(len, batch)) >= _SCORE_ROWS):
-            inputs = model_inputs(pd.concat(batch, ignore_index=True), timezone, live=True)
-            scores.append(np.asarray(model(inputs, training=False)).ravel())
-            batch = []
-    flat = np.concatenate(scores)
+        unseen.append(np.flatnonzero(~catalog["item_id"].isin(seen).to_numpy()))
+    contexts, items = model.encode(context_inputs(features, timezone, live=True)), model.encode(item_inputs(catalog))
+    flat = model.score(contexts, items, np.repeat(np.arange(len(unseen)), [len(u) for u in unseen]),
+                       np.concatenate(unseen))
     bounds = np.cumsum([0, *map(len, unseen)])
-    return [(ids, flat[lo:hi]) for ids, lo, hi in zip(unseen, bounds, bounds[1:])]
+    ids = catalog["item_id"].to_numpy()
+    return [(ids[rows], flat[lo:hi]) for rows, lo, hi in zip(unseen, bounds, bounds[1:])]
 
 
 def decisions(settings: Settings, mode: str, chosen: pd.DataFrame, shortlists: list[Shortlist], seed: int,

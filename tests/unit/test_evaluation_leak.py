@@ -25,7 +25,7 @@ def _training_rows(settings, tmp_path, events) -> pd.DataFrame:
     split = make_split(prepared.interactions, "loo", n_negatives=1, seed=0)  # the split knows few items
     ranker = WideDeepRanker(prepared, split, context_rows(prepared, split), live=True, config=WideDeepConfig(),
                             seed=0, timezone="UTC", progress=False)
-    rows = ranker.training_examples(split.train).drop(columns="group")
+    rows = ranker.training_examples(split.train).frame().drop(columns="group")
     return rows.sort_values(["user_id", "event_timestamp", "label", "item_id"]).reset_index(drop=True)
 
 

@@ -133,7 +133,7 @@ def test_training_features_come_from_strictly_before_the_label(feast_settings, t
     events_path.write_text("".join(json.dumps(e) + "\n" for e in LOG))
     items_path.write_text("".join(json.dumps(c) + "\n" for c in CATALOG))
 
-    examples = prepare(feast_settings, EventLog(events_path, items_path, "test"), negatives=2, seed=0).examples
+    examples = prepare(feast_settings, EventLog(events_path, items_path, "test"), negatives=2, seed=0).examples.frame()
 
     log = log_frame()
     positives = examples[examples["label"] == 1].set_index(["user_id", "item_id"])

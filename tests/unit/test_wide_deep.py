@@ -2,6 +2,7 @@
 training is repeatable, and the exported SavedModel (and model.keras) score exactly like the Keras model."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import keras
@@ -12,18 +13,22 @@ import tensorflow as tf
 
 from streamrec.vocabulary import GENRES
 from features.user_state import FEATURE_COLUMNS
+from models.example_set import ExampleSet
 from models.examples import (
     RANK_SIGNATURE,
     SHARE_COLUMNS,
     RequestContext,
+    context_inputs,
     input_spec,
     item_frame,
+    item_inputs,
+    model_inputs,
     request_inputs,
     serving_inputs,
 )
 from models.export import KERAS_FILE, METADATA, export_model, next_version
 from models.train import fit
-from models.wide_deep import OUTPUT, WideDeepConfig, build_model
+from models.wide_deep import OUTPUT, WideDeep, WideDeepConfig, build_model
 
 T0 = 1_767_830_400_000  # 2026-01-08T00:00Z, a Thursday
 ITEMS = [{"item_id": f"i{n}", "genres": [GENRES[n % len(GENRES)], GENRES[(3 * n) % len(GENRES)]][: 1 + n % 2],
@@ -51,20 +56,25 @@ def scores(model, inputs) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def models() -> dict[bool, keras.Model]:
+def built() -> dict[bool, WideDeep]:
     keras.utils.set_random_seed(0)
     item_ids = [i["item_id"] for i in ITEMS]
     return {live: build_model(USERS, item_ids, live, batch(live=live), SMALL) for live in (True, False)}
 
 
+@pytest.fixture(scope="module")
+def models(built) -> dict[bool, keras.Model]:
+    return {live: wide_deep.model for live, wide_deep in built.items()}
+
+
 @pytest.mark.parametrize("live", [True, False])
-def test_both_variants_take_their_named_inputs_and_give_a_probability(models, live):
-    model = models[live]
+def test_both_variants_take_their_named_inputs_and_give_a_probability(built, live):
+    model = built[live].model
     spec = input_spec(live)
     assert set(model.input) == set(spec)
     for name, (dtype, width) in spec.items():
         assert model.input[name].dtype == dtype and model.input[name].shape == (None, width), name
-    assert model.get_layer(OUTPUT) is not None
+    assert built[live].core.get_layer(OUTPUT) is not None
     out = scores(model, batch(live=live))
     assert out.shape == (len(ITEMS),) and ((out > 0) & (out < 1)).all()
     if not live:
@@ -80,26 +90,45 @@ def test_unknown_users_and_items_are_scored_from_their_features(models):
     assert not np.array_equal(unknown, scores(model, batch()))  # known ids do carry their embeddings
 
 
-def training_rows(seed: int) -> pd.DataFrame:
-    """Rows as Feast's training set has them (every column, None where a user has no value), random labels."""
+def training_examples(seed: int) -> ExampleSet:
+    """Every user with every item, random labels; the request rows as Feast's join gives them (every column, None
+    where a user has no value)."""
     rng = np.random.default_rng(seed)
     blank = dict.fromkeys([*FEATURE_COLUMNS, *SHARE_COLUMNS, "profile_events"])
-    return pd.DataFrame([
-        {**blank, **session(user, n), "profile_events": 5 * n, "share_drama": 1.0, **item, "device": "phone",
-         "event_timestamp": pd.Timestamp(T0 + 7_200_000 * (n + 1), unit="ms", tz="UTC"),
-         "label": int(rng.random() < 0.3)}
-        for n, user in enumerate(USERS) for item in ITEMS
+    requests = pd.DataFrame([
+        {**blank, **session(user, n), "profile_events": 5 * n, "share_drama": 1.0, "group": n, "item_id": "i0",
+         "device": "phone", "event_timestamp": pd.Timestamp(T0 + 7_200_000 * (n + 1), unit="ms", tz="UTC")}
+        for n, user in enumerate(USERS)
     ])
+    request_row, item_row = np.divmod(np.arange(len(USERS) * len(ITEMS)), len(ITEMS))
+    return ExampleSet(requests, item_frame(ITEMS), request_row, item_row,
+                      (rng.random(len(request_row)) < 0.3).astype(np.float32))
 
 
 def test_training_is_repeatable_for_a_seed():
-    rows, item_ids = training_rows(0), [i["item_id"] for i in ITEMS]
-    first, _ = fit(rows, item_ids, live=True, config=SMALL, seed=3, progress=False)
-    again, metrics = fit(rows, item_ids, live=True, config=SMALL, seed=3, progress=False)
-    other, _ = fit(rows, item_ids, live=True, config=SMALL, seed=4, progress=False)
+    examples, item_ids = training_examples(0), [i["item_id"] for i in ITEMS]
+    first, _ = fit(examples, item_ids, live=True, config=SMALL, seed=3, progress=False)
+    again, metrics = fit(examples, item_ids, live=True, config=SMALL, seed=3, progress=False)
+    other, _ = fit(examples, item_ids, live=True, config=SMALL, seed=4, progress=False)
     assert set(metrics) == {"loss", "auc"} and np.isfinite(metrics["loss"])
-    np.testing.assert_array_equal(scores(first, batch()), scores(again, batch()))
-    assert not np.array_equal(scores(first, batch()), scores(other, batch()))
+    np.testing.assert_array_equal(scores(first.model, batch()), scores(again.model, batch()))
+    assert not np.array_equal(scores(first.model, batch()), scores(other.model, batch()))
+
+
+@pytest.mark.parametrize("live", [True, False])
+def test_scoring_encoded_tables_equals_the_model_on_raw_rows(live):
+    """What training and evaluation run (the core on rows gathered from encoded request and item tables) is
+    what serving runs (the model on the raw inputs of each pair), ids unknown to the vocabularies included."""
+    examples = training_examples(1)
+    wide_deep, _ = fit(examples, [i["item_id"] for i in ITEMS[:15]], live=live, config=SMALL, seed=0, progress=False)
+    requests = examples.requests.assign(user_id=["u0", "u1", "stranger"])
+    request_row, item_row = np.array([0, 2, 1, 1, 2]), np.array([3, 19, 0, 16, 7])
+    encoded = wide_deep.score(wide_deep.encode(context_inputs(requests, "UTC", live)),
+                              wide_deep.encode(item_inputs(examples.items)), request_row, item_row, chunk=2)
+    pairs = dataclasses.replace(examples, requests=requests, request_row=request_row, item_row=item_row,
+                                label=np.zeros(5, np.float32))
+    raw = scores(wide_deep.model, model_inputs(pairs.frame(), "UTC", live))
+    np.testing.assert_allclose(encoded, raw, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("live", [True, False])
