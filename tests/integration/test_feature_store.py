@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from streamrec.vocabulary import GENRE_SLUGS
+from features import store
 from streamrec.cli import main
 
 T1 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
@@ -105,7 +106,9 @@ def test_an_older_row_never_overwrites_a_newer_one_online(feature_client, sessio
     assert sorted(log_rows(feature_client)["events_total"]) == [1, 2, 4, 5]
 
 
-def test_training_set_is_point_in_time_correct(feature_client, session_rows, tmp_path):
+@pytest.mark.parametrize("chunk_rows", [100_000, 1])  # one query, or one per key: the same rows
+def test_training_set_is_point_in_time_correct(feature_client, session_rows, tmp_path, monkeypatch, chunk_rows):
+    monkeypatch.setattr(store, "HISTORICAL_CHUNK_ROWS", chunk_rows)
     feature_client.write_session_features(session_rows(T1, a=1, b=5), batch_id=0)
     feature_client.write_session_features(session_rows(T2, a=2), batch_id=1)
     feature_client.load_catalog(write_catalog(tmp_path / "items.jsonl"))
