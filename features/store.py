@@ -381,8 +381,7 @@ def _by_keys(rows: pd.DataFrame, key: str, limit: int) -> list[pd.DataFrame]:
     codes, _ = pd.factorize(rows[key])
     per_key = np.bincount(codes)
     part_of_key = (np.cumsum(per_key) - per_key) // limit  # by the rows before the key: a big key starts a part
-    parts = part_of_key[codes]
-    return [rows[parts == p] for p in np.unique(parts)]
+    return [part for _, part in rows.groupby(part_of_key[codes], sort=True)]
 
 
 def _parquet_files(source: str) -> list[str]:

@@ -64,13 +64,12 @@ def join_features(entities: pd.DataFrame, client) -> ExampleSet:
 
     asked = entities[["item_id", "event_timestamp"]].drop_duplicates(ignore_index=True)
     joined = client.training_set(asked, views=("item",))
-    if not joined[["item_id", "event_timestamp"]].equals(asked[["item_id", "event_timestamp"]]):
-        raise ValueError("the item view's rows came back in another order than asked")  # rows are matched by position
-    # Rows equal in every value are one item row (lists compared as text).
+    # Rows equal in every value are one item row (lists compared as text); numbered in order of first appearance.
     key = joined[list(ITEM_COLUMNS)].assign(genres=joined["genres"].map(_genres_key))
-    asked["item_row"] = key.groupby(list(ITEM_COLUMNS), dropna=False, sort=False).ngroup().to_numpy()
-    items = joined.loc[~asked["item_row"].duplicated(), list(ITEM_COLUMNS)].reset_index(drop=True)
-    item_row = entities[["item_id", "event_timestamp"]].merge(asked, how="left")["item_row"].to_numpy()
+    joined["item_row"] = key.groupby(list(ITEM_COLUMNS), dropna=False, sort=False).ngroup().to_numpy()
+    items = joined.drop_duplicates("item_row")[list(ITEM_COLUMNS)].reset_index(drop=True)
+    item_row = entities[["item_id", "event_timestamp"]].merge(
+        joined[["item_id", "event_timestamp", "item_row"]], how="left")["item_row"].to_numpy()
     request_row = pd.Index(requests["group"]).get_indexer(entities["group"])
     return ExampleSet(requests, items, request_row, item_row, entities["label"].to_numpy(np.float32))
 

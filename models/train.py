@@ -21,7 +21,7 @@ from features.offline import read_event_log
 from models.data import LOG_ORDER, encoded_positives, label_positives
 from models.example_set import ExampleSet, join_features
 from models.examples import context_inputs, entity_rows, event_frame, item_inputs, pick_positives
-from models.wide_deep import WideDeepConfig
+from models.wide_deep import LIVE_NUMERIC_INPUTS, NUMERIC_INPUTS, WideDeepConfig, build_model
 from streamrec.config import Settings
 from streamrec.errors import UserError
 
@@ -111,8 +111,6 @@ def fit(
     order, deterministic ops)."""
     import keras
     import tensorflow as tf
-
-    from models.wide_deep import LIVE_NUMERIC_INPUTS, NUMERIC_INPUTS, build_model
 
     if len(examples) == 0:
         raise UserError("no training examples")
