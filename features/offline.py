@@ -12,8 +12,8 @@ import dataclasses
 import json
 import math
 from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
 
 import pandas as pd
 

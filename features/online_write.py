@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import TYPE_CHECKING, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -174,7 +175,7 @@ class RedisRowWriter:
     per thread (it reuses one EntityKey proto); the Redis connection pool is shared safely.
     """
 
-    def __init__(self, config: "RepoConfig", view: "FeatureView"):
+    def __init__(self, config: RepoConfig, view: FeatureView):
         store = config.online_store
         if not isinstance(store, RedisOnlineStoreConfig):
             raise ValueError(f"RedisRowWriter needs a redis online store, not {getattr(store, 'type', store)!r}")

@@ -6,8 +6,8 @@ form the per-user state keeps (only the current session is remembered).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

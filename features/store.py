@@ -19,11 +19,11 @@ import os
 import re
 import sqlite3
 import sys
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import closing
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -39,12 +39,12 @@ from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import feast_value_type_to_python_type
 from feast.types import Int64, from_feast_to_pyarrow_type
 
-from streamrec.vocabulary import GENRE_INDEX, GENRE_SLUGS
 from streamrec.config import Settings
 from streamrec.errors import UserError
+from streamrec.vocabulary import GENRE_INDEX, GENRE_SLUGS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The offline parquet's time resolution: "strictly before t" is "at or before t - TICK".
 TICK = pd.Timedelta(microseconds=1)
 _BATCH_ID = re.compile(r"^[A-Za-z0-9_-]+$")

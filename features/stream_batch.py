@@ -14,8 +14,8 @@ other user's update stands. Nothing the validator accepts can stop the job.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 

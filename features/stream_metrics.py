@@ -7,7 +7,7 @@ they are kept as numpy bucket counts and exposed through a collector.
 from __future__ import annotations
 
 import threading
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server, values

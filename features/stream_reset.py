@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from features.stream_job import StreamPaths
 from features.stream_state import StateStore
@@ -50,7 +50,7 @@ def reset_offsets(settings: Settings, to: str, echo=print) -> dict:
     earliest, latest = topic_offsets(settings.kafka, [settings.kafka.events_topic])
     start = offsets_to_json(earliest if to == "earliest" else latest)
     previous = paths.run_info()
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     aside = paths.checkpoint.with_name(f"checkpoint-{stamp}")
     fresh = paths.checkpoint.with_name(f".checkpoint-{stamp}.new")
 

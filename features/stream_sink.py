@@ -28,9 +28,9 @@ import os
 import signal
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 import msgspec
 import numpy as np
@@ -212,7 +212,7 @@ class StreamSink:
         by_reason = Counter(d.reason for d in folded.dead)
         stats = {
             "batch_id": batch_id,
-            "at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "records": records,
             "events": int(len(folded.event_ms)),
             "users": folded.users,

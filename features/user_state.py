@@ -21,16 +21,16 @@ state give a bit-identical one, which is what a replayed micro-batch needs). A l
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 import numpy as np
 
-from streamrec.vocabulary import GENRE_INDEX, GENRE_SLUGS, GENRES, daypart, is_weekend, local_time
 from features.decay import decay_factor, fold_decayed
 from features.sessions import Session
 from streamrec.config import FeatureConfig
+from streamrec.vocabulary import GENRE_INDEX, GENRE_SLUGS, GENRES, daypart, is_weekend, local_time
 
 # Decayed quantities share one reference time, so they live in one vector: genres, then totals.
 _WATCH_TIME, _CLICKS, _WATCHES = len(GENRES), len(GENRES) + 1, len(GENRES) + 2
@@ -58,7 +58,7 @@ FEATURE_COLUMNS: dict[str, type] = {
 }
 
 _STATE_VERSION = 2
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def watch_fraction(watch_seconds: float, duration_minutes: float | None) -> float:

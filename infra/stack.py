@@ -6,8 +6,8 @@ external and never started; the project's own jobs wait until their inputs exist
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from infra import apps, broker, llm, process, redis, supervisor
 from infra.process import Service

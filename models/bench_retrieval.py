@@ -101,7 +101,13 @@ def run(args: argparse.Namespace, settings) -> int:
     import numpy as np
 
     from models.retrieval.index import (
-        AUTO_APPROXIMATE_FROM, ExactIndex, FaissIVFIndex, IVFIndex, choose_kind, import_faiss, recall,
+        AUTO_APPROXIMATE_FROM,
+        ExactIndex,
+        FaissIVFIndex,
+        IVFIndex,
+        choose_kind,
+        import_faiss,
+        recall,
     )
     from streamrec.errors import UserError
 

@@ -25,10 +25,10 @@ Two protocols, both free of leakage (no train interaction of a user happens afte
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -112,7 +112,7 @@ def _ts_ms(value) -> int:
     if isinstance(value, str):
         dt = datetime.fromisoformat(value)
         if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
+            dt = dt.replace(tzinfo=UTC)
         return int(dt.timestamp() * 1000)
     raise ValueError(f"{value!r} is neither epoch ms nor ISO-8601")
 

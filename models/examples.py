@@ -23,15 +23,15 @@ genre affinities enter the model normalized, so ageing them first (``decay_featu
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from streamrec.vocabulary import GENRE_SLUGS, GENRES, daypart, local_time
 from models.data import LOG_ORDER
 from streamrec.errors import UserError
+from streamrec.vocabulary import GENRE_SLUGS, GENRES, daypart, local_time
 
 AFFINITY_COLUMNS = tuple(f"aff_{s}" for s in GENRE_SLUGS)
 SHARE_COLUMNS = tuple(f"share_{s}" for s in GENRE_SLUGS)

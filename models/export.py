@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from models.examples import RANK_SIGNATURE, REQUEST_INPUT_NAMES, input_spec, item_table
@@ -64,7 +64,7 @@ def export_model(model, model_dir: Path, live: bool, metadata: dict, items=None)
     record = {
         "name": model_dir.name,
         "version": version,
-        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "signature": SIGNATURE,
         "output": {"name": OUTPUT, "dtype": "float32", "shape": [-1, 1], "meaning": "P(the user picks the item now)"},
         "features": feature_list(live),

@@ -18,15 +18,15 @@ An id the vocabulary lacks (a new user or item) gets a zero embedding and is sco
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Mapping, Sequence
 
 import keras
 import numpy as np
 from keras import layers, ops
 
-from streamrec.vocabulary import DAYPARTS, DEVICES, GENRES
 from models.examples import input_spec
+from streamrec.vocabulary import DAYPARTS, DEVICES, GENRES
 
 OUTPUT = "score"
 _N_GENRES = len(GENRES)

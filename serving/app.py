@@ -17,7 +17,7 @@ import logging
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import anyio
 import httpx
@@ -25,12 +25,6 @@ from fastapi import Depends, FastAPI, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from streamrec.auth import AuthError, Principal
-from streamrec.http_auth import HttpAuth, http_error
-from streamrec.http_errors import documented
-from streamrec.http_limits import MAX_QUERY_BYTES, QueryLimit
-from streamrec.ids import ID_PATTERN, MAX_ID_CHARS
-from streamrec.vocabulary import DEVICES, latest_at_hour
 from infra.llm import resolve_endpoint
 from models.retrieval import CandidateGenerator, retrieval_dir
 from serving.metrics import CONTENT_TYPE, ServingMetrics
@@ -40,7 +34,13 @@ from serving.rerank.prompt import MAX_REQUEST_CHARS
 from serving.tf_client import PredictClient, PredictError
 from serving.web import add_web_ui
 from serving.worker import DEFAULT_GROUP, RefreshWorker
+from streamrec.auth import AuthError, Principal
 from streamrec.config import Settings
+from streamrec.http_auth import HttpAuth, http_error
+from streamrec.http_errors import documented
+from streamrec.http_limits import MAX_QUERY_BYTES, QueryLimit
+from streamrec.ids import ID_PATTERN, MAX_ID_CHARS
+from streamrec.vocabulary import DEVICES, latest_at_hour
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,7 @@ def create_app(settings: Settings, *, with_worker: bool = False, worker_group: s
              responses={**auth.responses(), **documented(
                  e414=f"a query string over {MAX_QUERY_BYTES} bytes")})
     def recommend(
+        caller: Annotated[Principal, Depends(auth.caller())],
         user_id: str = Query(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN,
                              description="the viewer; an unknown one gets the cold-start path"),
         k: int = Query(min(10, top_n), ge=1, le=top_n, description=f"items to return, 1..{top_n} (serving.top_n)"),
@@ -118,7 +119,6 @@ def create_app(settings: Settings, *, with_worker: bool = False, worker_group: s
         hour: int | None = Query(None, ge=0, le=23, description="answer as at this hour (features.timezone): the "
                                  "latest such hour, today or yesterday; the context and the features' decay follow"),
         compare: bool = Query(False, description="also return the top k before the re-rank (before_rerank)"),
-        caller: Principal = Depends(auth.caller()),
     ) -> Recommendation:
         try:
             caller.require_read(user_id)
@@ -137,7 +137,7 @@ def create_app(settings: Settings, *, with_worker: bool = False, worker_group: s
     @app.get("/healthz", response_model=Health, response_model_exclude_none=True,
              responses={**auth.responses(), 503: {"model": Health, "description": "the feature store is down"}},
              openapi_extra=auth.optional_security())
-    def healthz(caller: Principal | None = Depends(auth.caller_if_any())) -> JSONResponse:
+    def healthz(caller: Annotated[Principal | None, Depends(auth.caller_if_any())]) -> JSONResponse:
         """``ok``, or ``unhealthy`` with 503 when the feature store is down (nothing can be served).
 
         With an ``ops:read`` token: each dependency's state, and ``degraded`` (still 200) when the

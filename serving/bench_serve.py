@@ -249,7 +249,7 @@ async def _bench(url: str, headers: dict, users: list[str], mode: str, rates: li
                     if resp.status != 200:
                         raise Failed(f"HTTP {resp.status}")
                     return await resp.json()
-            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            except (TimeoutError, aiohttp.ClientError) as e:
                 raise Failed(type(e).__name__) from None
 
         for rps in rates:
@@ -291,7 +291,7 @@ async def _get(client, user: str, k: int) -> dict:
             if resp.status != 200:
                 raise UserError(f"GET /recommend?user_id={user} answered HTTP {resp.status}: {(await resp.text())[:300]}")
             return await resp.json()
-    except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+    except (TimeoutError, aiohttp.ClientError) as e:
         raise UserError(f"the API at --url does not answer ({type(e).__name__}: {e}); "
                         "start it with `streamrec serve`") from None
 

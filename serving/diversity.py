@@ -10,7 +10,7 @@ The pipeline passes the candidate generator's genre vectors (``models.retrieval.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -5,8 +5,8 @@ One channel per client, reused by every call; gRPC channels are thread-safe.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import grpc
 import numpy as np

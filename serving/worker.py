@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError

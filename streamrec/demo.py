@@ -183,14 +183,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import pandas as pd
 
     from features.store import FeatureStoreClient, event_times
+    from features.stream_job import StreamPaths, summarize_stats
     from infra import stack
-    from streams.generator import generate_world
-    from streams.replay import replay
     from models.cli import print_evaluation
     from models.evaluate import run_evaluation
     from models.train import EventLog, train
+    from streams.generator import generate_world
     from streams.producer import EventProducer
-    from features.stream_job import StreamPaths, summarize_stats
+    from streams.replay import replay
 
     world = settings.data_path / "world"
     if (world / "world.json").exists():

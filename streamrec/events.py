@@ -14,9 +14,10 @@ import math
 import re
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Annotated, Any, Literal, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
 
 import jiter
 import msgspec
@@ -36,7 +37,7 @@ REQUIRED = frozenset({"event_id", "event_type", "user_id", "item_id", "ts", "dev
 ALLOWED = REQUIRED | {"watch_seconds", "context"}
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 _FLOAT_MAX = sys.float_info.max
 

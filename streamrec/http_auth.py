@@ -6,7 +6,7 @@ every caller is ``anonymous@<address>`` with every scope.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer

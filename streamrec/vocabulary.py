@@ -5,7 +5,7 @@ names, so they live in one place.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 # The 18 MovieLens genres, in MovieLens order.
@@ -35,7 +35,7 @@ def daypart(hour: int) -> str:
 
 
 def local_time(ts_ms: int, tz: str = "UTC") -> datetime:
-    return datetime.fromtimestamp(ts_ms / 1000.0, tz=timezone.utc).astimezone(ZoneInfo(tz))
+    return datetime.fromtimestamp(ts_ms / 1000.0, tz=UTC).astimezone(ZoneInfo(tz))
 
 
 def is_weekend(dt: datetime) -> bool:

@@ -16,12 +16,27 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from streamrec.vocabulary import DEVICES, GENRES, daypart, is_weekend, local_time
 from streamrec.errors import UserError
+from streamrec.vocabulary import DEVICES, GENRES, daypart, is_weekend, local_time
 from streams.world import (
-    CONTEXT_RULES, DEVICE_RULES, HOUR_WEIGHTS, Context, ModelParams, World, device_distribution,
-    intent_distribution, item_logits, item_record, length_preference, long_term_genres, pool_distribution,
-    session_mix, typical_minutes, user_record, watch_fit, world_record,
+    CONTEXT_RULES,
+    DEVICE_RULES,
+    HOUR_WEIGHTS,
+    Context,
+    ModelParams,
+    World,
+    device_distribution,
+    intent_distribution,
+    item_logits,
+    item_record,
+    length_preference,
+    long_term_genres,
+    pool_distribution,
+    session_mix,
+    typical_minutes,
+    user_record,
+    watch_fit,
+    world_record,
 )
 
 DEFAULT_START_MS = 1_767_571_200_000  # 2026-01-05T00:00Z, a Monday

@@ -16,6 +16,7 @@ import math
 import threading
 import time
 from contextlib import asynccontextmanager
+from typing import Annotated
 
 import msgspec
 from fastapi import Depends, FastAPI, Request, Response
@@ -227,7 +228,7 @@ def create_ingest_app(settings: Settings) -> FastAPI:
     @app.get("/healthz", response_model=IngestHealth, response_model_exclude_none=True,
              responses={**auth.responses(), 503: {"model": IngestHealth, "description": "unhealthy: events cannot be published"}},
              openapi_extra=auth.optional_security())
-    def healthz(response: Response, caller: Principal | None = Depends(auth.caller_if_any())) -> IngestHealth:
+    def healthz(response: Response, caller: Annotated[Principal | None, Depends(auth.caller_if_any())]) -> IngestHealth:
         """``ok``, or ``unhealthy`` (503) while no producer can be opened since a batch failed; with an
         ``ops:read`` token, also the counts of events accepted and rejected."""
         health = IngestHealth(status="ok")

@@ -34,9 +34,9 @@ import json
 import os
 import time
 import zlib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
 
 import pyarrow as pa
 from kafka import KafkaConsumer, TopicPartition
@@ -564,7 +564,7 @@ def fetch_ranges(opts: SourceOptions, part: KafkaRanges) -> Iterator[list]:
                     if position >= span[1]:
                         del todo[(t, p)]
             if todo and time.monotonic() - progressed_at > opts.poll_timeout_s:
-                for (t, p), (next_offset, end) in todo.items():
+                for (t, p), (_, end) in todo.items():
                     _, hw = consumer.get_watermark_offsets(RdPartition(t, p), cached=True)
                     if 0 <= hw < end:
                         raise DataLossError(

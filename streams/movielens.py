@@ -24,15 +24,15 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from streamrec.vocabulary import GENRES
 from streamrec.errors import UserError
+from streamrec.vocabulary import GENRES
 from streams.world import typical_minutes
 
 LAYOUTS: dict[str, dict[str, str]] = {

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from typing import Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import NamedTuple
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaConfigurationError, KafkaTimeoutError, UnsupportedVersionError
@@ -18,8 +19,8 @@ from kafka.producer.future import FutureRecordMetadata
 
 from streamrec.config import KafkaConfig, Settings
 from streamrec.errors import UserError
-from streams.kafka_util import client_options, ensure_topics
 from streamrec.events import Event, InvalidEvent, as_bytes, parse_event
+from streams.kafka_util import client_options, ensure_topics
 
 log = logging.getLogger(__name__)
 

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import sys
 import time
-from contextlib import nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable, ContextManager
+from typing import BinaryIO
 
 from tqdm import tqdm
 
 from streamrec.config import Settings
 from streamrec.errors import UserError
-from streams.producer import EventProducer
 from streamrec.events import InvalidEvent
+from streams.producer import EventProducer
 
 
 @dataclass
@@ -63,7 +64,7 @@ class Pacer:
             self._sleep(delay)
 
 
-def _open_log(log_path: str | Path) -> tuple[ContextManager[BinaryIO], int | None, str]:
+def _open_log(log_path: str | Path) -> tuple[AbstractContextManager[BinaryIO], int | None, str]:
     """(binary stream, size in bytes if known, name for messages)."""
     if str(log_path) == "-":
         return nullcontext(sys.stdin.buffer), None, "stdin"

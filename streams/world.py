@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from streamrec.vocabulary import DAYPARTS, DEVICES, GENRE_INDEX, GENRES, daypart, is_weekend, local_time
 from streamrec.errors import UserError
+from streamrec.vocabulary import DAYPARTS, DEVICES, GENRE_INDEX, GENRES, daypart, is_weekend, local_time
 
 DEVICE_INDEX = {d: i for i, d in enumerate(DEVICES)}
 

@@ -11,25 +11,38 @@ min(k, catalog items not excluded) distinct ids, the same ones for the same inpu
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from streamrec.vocabulary import daypart
 from models.baselines import BPR
 from models.data import IdEncoder, encoded_positives
 from models.retrieval.index import (
-    INDEX_KINDS, ExactIndex, FaissIVFIndex, IVFIndex, build_index, load_index, read_saved, top_k,
+    INDEX_KINDS,
+    ExactIndex,
+    FaissIVFIndex,
+    IVFIndex,
+    build_index,
+    load_index,
+    read_saved,
+    top_k,
 )
 from models.retrieval.sources import (
-    CONTEXT_FIELDS, ContextPopularity, content_scores, genre_vectors, live_affinity, mips_vectors,
+    CONTEXT_FIELDS,
+    ContextPopularity,
+    content_scores,
+    genre_vectors,
+    live_affinity,
+    mips_vectors,
     normalized_context,
 )
 from streamrec.config import ServingConfig
 from streamrec.errors import UserError
+from streamrec.vocabulary import daypart
 
 _FORMAT_VERSION = 1
 RETRIEVAL_DIR = "retrieval"

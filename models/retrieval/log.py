@@ -5,8 +5,8 @@ popularity) and ``event_id`` / ``session_id`` (the feature fold that gives a use
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import pandas as pd
 

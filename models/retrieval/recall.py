@@ -11,18 +11,18 @@ A generator under evaluation must have learned from ``train_events(events, split
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from streamrec.vocabulary import daypart, is_weekend, local_time
 from features.offline import compute_features
 from features.user_state import decay_features_to
 from models.data import FullSplit
 from models.retrieval.generator import CandidateGenerator
 from streamrec.config import FeatureConfig
 from streamrec.errors import UserError
+from streamrec.vocabulary import daypart, is_weekend, local_time
 
 
 def split_cut_ms(split: FullSplit) -> int:

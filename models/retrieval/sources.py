@@ -5,15 +5,15 @@ Items are rows (catalog codes) throughout; the mixer (``models.retrieval.generat
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 
-from streamrec.vocabulary import DAYPARTS, GENRE_INDEX, GENRE_SLUGS
 from models.baselines import BPR
 from models.baselines.recommender import check_fitted
 from streamrec.errors import UserError
+from streamrec.vocabulary import DAYPARTS, GENRE_INDEX, GENRE_SLUGS
 
 AFFINITY_COLUMNS: tuple[str, ...] = tuple(f"aff_{s}" for s in GENRE_SLUGS)
 CONTEXT_FIELDS: tuple[str, ...] = ("daypart", "device", "is_weekend")

@@ -1,8 +1,8 @@
 """TF Serving's gRPC services (PredictionService, ModelService) on the official generated servicers."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent import futures
-from typing import Callable
 
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc

@@ -1,8 +1,8 @@
 """One loaded SavedModel version: its signatures, a warm-up, and batch prediction."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import grpc
 import numpy as np

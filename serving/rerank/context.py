@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from streamrec.config import FeatureConfig
 from streamrec.vocabulary import GENRE_SLUGS, GENRES, daypart, is_weekend, local_time

@@ -7,8 +7,8 @@ candidates) + genre match + length match, and items of the avoided genre go belo
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from serving.rerank.context import Candidate, LiveContext
 

@@ -14,9 +14,9 @@ gives no direction, wrong in every field the request does give.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from serving.rerank.intent import INTENT_FIELDS as FIELDS
 from serving.rerank.intent import LENGTHS, MOODS, NO_GENRE, Intent

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 from serving.rerank.intent import INTENT_FIELDS as FIELDS
 from serving.rerank.intent import LENGTHS, MOODS, NO_GENRE, Intent

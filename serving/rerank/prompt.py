@@ -14,7 +14,8 @@ import hashlib
 import json
 import re
 import unicodedata
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from serving.rerank.context import Candidate, LiveContext, session_stage
 from serving.rerank.intent import INTENT_FIELDS, MOODS, NO_GENRE

@@ -9,7 +9,7 @@ listwise mode) says that its item contradicts.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from serving.rerank.context import Candidate, LiveContext
 from serving.rerank.intent import DAYPART_WORDS, DEVICE_WORDS, GENRE_WORDS

@@ -28,9 +28,9 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Sequence, Union
 
 from infra.llm import is_embedded
 from serving.rerank.cache import TTLCache
@@ -75,7 +75,7 @@ LATENCY_BUCKETS_MS = (100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 INTENT_MAX_TOKENS = 120
 LISTWISE_TOKENS_PER_ITEM = 48
 
-Proposal = Union[Intent, tuple[tuple[str, str], ...], str]  # str: a SETTLED status
+Proposal = Intent | tuple[tuple[str, str], ...] | str  # str: a SETTLED status
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ while it picked a fitting mood, and the genre a request names, reliably enough.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from serving.rerank.intent import LENGTHS, MOODS, NO_GENRE
 from streamrec.vocabulary import GENRES

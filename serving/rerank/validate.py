@@ -21,8 +21,9 @@ import html
 import json
 import re
 import unicodedata
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from serving.rerank.context import Candidate, LiveContext
 from serving.rerank.intent import GENRE_WORDS, LENGTHS, MOODS, Intent

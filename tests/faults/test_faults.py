@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 import httpx
 import pandas as pd
@@ -34,7 +34,6 @@ from streamrec.config import load_settings
 from streams.producer import EventProducer
 from tests.fixtures.serving_stack import build_stack, write_stack_config
 from tests.helpers import assert_eventually, bearer, free_port
-
 
 CONVERGE_S = 240.0  # a restarted stream job: supervisor backoff + a cold Spark start on 2 busy cores
 
@@ -214,7 +213,7 @@ def test_stream_job_kill_9_at_random_moments_and_between_sink_and_commit(faults)
         time.sleep(rng.uniform(0.3, 3.0))
         _kill_job(child)
         sending.join()
-        eventually(lambda: _child_pid(settings) not in (None, child), timeout_s=120)
+        eventually(lambda killed=child: _child_pid(settings) not in (None, killed), timeout_s=120)
     # The sink has written the batch everywhere; Spark has not committed it: the replay must change nothing.
     child = _running_job(settings)
     kill_switch.touch()

@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
 
-from streamrec.vocabulary import GENRE_SLUGS
 from features import store
 from streamrec.cli import main
+from streamrec.vocabulary import GENRE_SLUGS
 
-T1 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
-T2 = datetime(2024, 5, 2, 9, 30, tzinfo=timezone.utc)  # the next day: another log partition
+T1 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+T2 = datetime(2024, 5, 2, 9, 30, tzinfo=UTC)  # the next day: another log partition
 
 CATALOG = [
     {"item_id": "i1", "title": "Alien", "genres": ["Horror", "Sci-Fi"], "year": 1979, "duration_minutes": 117, "popularity": 0.9},

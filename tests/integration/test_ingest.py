@@ -11,9 +11,9 @@ import pytest
 
 from infra import broker, process
 from streamrec.config import Settings
+from streamrec.events import parse_event
 from streams.kafka_util import ensure_topics, read_topic
 from streams.producer import DeliveryError, EventProducer
-from streamrec.events import parse_event
 from tests.helpers import free_port
 
 

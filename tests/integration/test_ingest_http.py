@@ -7,7 +7,6 @@ import socket
 import time
 import uuid
 
-
 import pytest
 from fastapi.testclient import TestClient
 

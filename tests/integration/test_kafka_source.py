@@ -12,12 +12,12 @@ from kafka import KafkaProducer, TopicPartition
 from streams.kafka_source import (
     DataLossError,
     KafkaRanges,
-    group_ranges,
     KafkaSourceError,
     KafkaStreamReader,
     OffsetMismatchError,
     cap_offsets,
     fingerprint,
+    group_ranges,
     kafka_schema,
     next_end,
     offsets_from_json,

@@ -1,7 +1,7 @@
 """RedisRowWriter against a real redis-server, read back through Feast's get_online_features."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
@@ -10,7 +10,7 @@ from features.online_write import RedisRowWriter
 
 pytestmark = pytest.mark.integration
 
-T1 = datetime(2024, 5, 1, 12, 0, 0, 123000, tzinfo=timezone.utc)
+T1 = datetime(2024, 5, 1, 12, 0, 0, 123000, tzinfo=UTC)
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamrec.vocabulary import DEVICES, daypart, local_time
 from serving.app import create_app
 from serving.pipeline import STAGES
 from streamrec.config import Settings
+from streamrec.vocabulary import DEVICES, daypart, local_time
 from tests.fixtures.fake_llm import candidate_ids
 from tests.fixtures.serving_stack import INJECTION, stack_settings
 from tests.helpers import assert_eventually, bearer, free_port

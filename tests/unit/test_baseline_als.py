@@ -20,7 +20,9 @@ def _blocks(n_groups=4, users_per_group=30, items_per_group=25, per_user=12, see
             items = g * items_per_group + rng.choice(items_per_group, per_user, replace=False)
             train += [(u, i) for i in items[:-2]]
             held += [(u, i) for i in items[-2:]]
-    frame = lambda rows: pd.DataFrame(rows, columns=["user_idx", "item_idx"]).assign(ts_ms=0)
+    def frame(rows):
+        return pd.DataFrame(rows, columns=["user_idx", "item_idx"]).assign(ts_ms=0)
+
     return frame(train), frame(held), n_groups * users_per_group, n_groups * items_per_group
 
 

@@ -13,7 +13,7 @@ def test_deprecations_are_dropped_where_shown_and_other_warnings_shown(monkeypat
         monkeypatch.setattr(warnings, "showwarning", cli._without_deprecations(lambda m, c, *a, **k: shown.append(str(m))))
         warnings.simplefilter("once", DeprecationWarning)  # what importing feast does
         warnings.simplefilter("always", UserWarning)
-        warnings.warn("fetch_arrow_table() is deprecated", DeprecationWarning)
-        warnings.warn("going away", PendingDeprecationWarning)
-        warnings.warn("the catalog has no year for 3 items", UserWarning)
+        warnings.warn("fetch_arrow_table() is deprecated", DeprecationWarning, stacklevel=1)
+        warnings.warn("going away", PendingDeprecationWarning, stacklevel=1)
+        warnings.warn("the catalog has no year for 3 items", UserWarning, stacklevel=1)
     assert shown == ["the catalog has no year for 3 items"]

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from streamrec.vocabulary import GENRES
 from features.user_state import FEATURE_COLUMNS
 from models.data import label_positives
 from models.examples import (
@@ -26,6 +25,7 @@ from models.examples import (
 )
 from models.train import MAX_PROFILE_CUTS, EventLog, decoded_positives, prepare, profile_cuts
 from streamrec.errors import UserError
+from streamrec.vocabulary import GENRES
 
 T0 = 1_767_571_200_000  # 2026-01-05T00:00Z, a Monday
 MIN = 60_000
@@ -137,7 +137,7 @@ def test_training_features_come_from_strictly_before_the_label(feast_settings, t
 
     log = log_frame()
     positives = examples[examples["label"] == 1].set_index(["user_id", "item_id"])
-    for (user, item), row in positives.iterrows():
+    for (user, _item), row in positives.iterrows():
         label_ms = row["event_timestamp"].value // 1_000_000
         before = log[(log["user_id"] == user) & (log["ts_ms"] < label_ms)]
         if before.empty:  # the user's first pick: no session row yet

@@ -6,7 +6,6 @@ from pyspark.sql.pandas.types import to_arrow_schema
 
 from streamrec.config import Settings
 from streamrec.errors import UserError
-
 from streams.kafka_source import (
     KEEP_FINGERPRINTS,
     Fingerprints,

@@ -33,7 +33,7 @@ durations = st.one_of(st.none(), st.just(float("nan")), st.just(0.0), st.floats(
 @st.composite
 def events(draw, user="u1", max_size=40):
     out = []
-    for n in range(draw(st.integers(1, max_size))):
+    for _ in range(draw(st.integers(1, max_size))):
         kind = draw(st.sampled_from(["click", "watch"]))
         out.append({
             "event_id": str(uuid.UUID(int=draw(st.integers(0, 2**128 - 1)))), "event_type": kind, "user_id": user,

@@ -9,12 +9,18 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from streamrec.vocabulary import DEVICES, GENRE_INDEX, GENRES
 from streamrec.errors import UserError
-from streams.generator import SESSION_GAP_MS, generate_world
 from streamrec.events import parse_event
+from streamrec.vocabulary import DEVICES, GENRE_INDEX, GENRES
+from streams.generator import SESSION_GAP_MS, generate_world
 from streams.world import (
-    Context, context_at, intent_distribution, item_record, load_world, pick_probabilities, preference_score,
+    Context,
+    context_at,
+    intent_distribution,
+    item_record,
+    load_world,
+    pick_probabilities,
+    preference_score,
     user_record,
 )
 

@@ -14,8 +14,15 @@ from models.baselines import BPR
 from models.retrieval import CandidateGenerator
 from models.retrieval import index as index_module
 from models.retrieval.index import (
-    AUTO_APPROXIMATE_FROM, TARGET_RECALL, ExactIndex, FaissIVFIndex, build_index, choose_kind, exact_search,
-    load_index, recall,
+    AUTO_APPROXIMATE_FROM,
+    TARGET_RECALL,
+    ExactIndex,
+    FaissIVFIndex,
+    build_index,
+    choose_kind,
+    exact_search,
+    load_index,
+    recall,
 )
 from streamrec.errors import UserError
 from tests.unit.test_retrieval import TV_EVENING, _catalog, _clustered, _ids, _live, _log

@@ -7,7 +7,14 @@ import pytest
 
 from serving.rerank.intent import MOODS, Intent
 from serving.rerank.intent_scoring import (
-    PRIOR_RATIO, choose, context_masses, field_masses, field_options, prefill, score_intent, tally,
+    PRIOR_RATIO,
+    choose,
+    context_masses,
+    field_masses,
+    field_options,
+    prefill,
+    score_intent,
+    tally,
 )
 from serving.rerank.validate import InvalidOutput, parse_intent
 

@@ -149,7 +149,7 @@ def test_streamrec_containers_run_real_subcommands():
 
 def test_config_loads_with_every_containers_environment(config_file, settings):
     mount = "/etc/streamrec"
-    for w, c in streamrec_containers():
+    for _, c in streamrec_containers():
         env = env_of(c)
         assert env.get("STREAMREC_CONFIG") == f"{mount}/{CONFIG_KEY}"
         assert any(m["mountPath"] == mount for m in c["volumeMounts"])

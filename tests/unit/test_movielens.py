@@ -6,8 +6,8 @@ import json
 import pytest
 
 from streamrec.errors import UserError
-from streams.movielens import convert, load, resolve_format, split_title
 from streamrec.events import parse_event
+from streams.movielens import convert, load, resolve_format, split_title
 from streams.world import typical_minutes
 
 T0 = 880_000_000  # 1997-11-20, epoch seconds

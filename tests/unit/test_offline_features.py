@@ -1,6 +1,6 @@
 import json
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
@@ -77,7 +77,7 @@ def test_user_worked_out_by_hand(log):
     assert (row["last_device"], row["local_hour"], row["daypart"], row["is_weekend"]) == ("tv", 22, "late_night", 1)
     assert row["last_items"] == ["m1", "m2"]
     assert (row["last_event_ts_ms"], row["prev_gap_s"]) == (T0 + 120 * MIN, 1800.0)
-    assert row["event_timestamp"] == pd.Timestamp(datetime(2024, 1, 6, 22, 0, tzinfo=timezone.utc))
+    assert row["event_timestamp"] == pd.Timestamp(datetime(2024, 1, 6, 22, 0, tzinfo=UTC))
 
 
 def test_unknown_duration_and_unknown_item(log):

@@ -1,7 +1,7 @@
 """features.online_write's encoders against protobuf's own serialization, byte for byte."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from features.online_write import RedisRowWriter, encode_column, encode_timestamps
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 FLT_MAX = float(np.finfo(np.float32).max)
 FLT_TRUE_MIN = float(np.finfo(np.float32).smallest_subnormal)
 no_deadline = settings(deadline=None)  # on a loaded box the 200 ms default flakes; these are not timing tests
@@ -114,8 +114,8 @@ def from_datetime(ms: int) -> bytes:
     return ts.SerializeToString()
 
 
-MS_1990 = int((datetime(1990, 1, 1, tzinfo=timezone.utc) - EPOCH).total_seconds() * 1000)
-MS_2100 = int((datetime(2100, 1, 1, tzinfo=timezone.utc) - EPOCH).total_seconds() * 1000)
+MS_1990 = int((datetime(1990, 1, 1, tzinfo=UTC) - EPOCH).total_seconds() * 1000)
+MS_2100 = int((datetime(2100, 1, 1, tzinfo=UTC) - EPOCH).total_seconds() * 1000)
 
 
 @no_deadline

@@ -12,7 +12,13 @@ from serving.rerank.context import Candidate
 from serving.rerank.intent import Intent
 from serving.rerank.schema import MAX_ANSWER_CHARS, MAX_ANSWER_DEPTH, MAX_REASON_CHARS
 from serving.rerank.validate import (
-    InvalidOutput, clean_reason, complete_order, mentions, parse_intent, parse_object, parse_ranking,
+    InvalidOutput,
+    clean_reason,
+    complete_order,
+    mentions,
+    parse_intent,
+    parse_object,
+    parse_ranking,
 )
 
 CANDIDATES = [Candidate(f"i{n}", f"Movie {n}", ("Comedy",), 2000, 90.0, 1.0 - n / 10, 0.0) for n in range(1, 6)]

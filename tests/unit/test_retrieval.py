@@ -10,7 +10,13 @@ from features.offline import load_items
 from models.baselines import BPR
 from models.data import make_split
 from models.retrieval import (
-    CandidateGenerator, ExactIndex, IVFIndex, MixerConfig, load_event_log, load_index, recall_at_k_report,
+    CandidateGenerator,
+    ExactIndex,
+    IVFIndex,
+    MixerConfig,
+    load_event_log,
+    load_index,
+    recall_at_k_report,
     train_events,
 )
 from models.retrieval import index as index_module

@@ -1,13 +1,18 @@
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 
-from streamrec.vocabulary import GENRE_SLUGS, GENRES
 from features.user_state import (
-    DECAYED_COLUMNS, FEATURE_COLUMNS, UserState, decay_features_to, event_delta, watch_fraction,
+    DECAYED_COLUMNS,
+    FEATURE_COLUMNS,
+    UserState,
+    decay_features_to,
+    event_delta,
+    watch_fraction,
 )
 from streamrec.config import FeatureConfig
+from streamrec.vocabulary import GENRE_SLUGS, GENRES
 
 MIN = 60_000
 T0 = 1_704_571_200_000  # 2024-01-06T20:00:00Z, a Saturday
@@ -116,7 +121,7 @@ def test_hand_computed_fold():
     assert (row["events_total"], row["prev_gap_s"], row["last_device"]) == (3, 1800.0, "tv")
     # T0+60 = 21:00 UTC on a Saturday
     assert (row["local_hour"], row["daypart"], row["is_weekend"]) == (21, "evening", 1)
-    assert row["event_timestamp"] == datetime(2024, 1, 6, 21, 0, tzinfo=timezone.utc)
+    assert row["event_timestamp"] == datetime(2024, 1, 6, 21, 0, tzinfo=UTC)
     assert row["last_event_ts_ms"] == T0 + 60 * MIN
 
 
@@ -128,7 +133,7 @@ def test_feature_row_has_exactly_the_declared_columns_and_types():
             assert isinstance(row[name], list) and all(isinstance(x, str) for x in row[name])
         else:
             assert type(row[name]) is kind, name
-    assert row["event_timestamp"].tzinfo == timezone.utc
+    assert row["event_timestamp"].tzinfo == UTC
 
 
 def test_empty_state_has_no_feature_row():

@@ -1,7 +1,7 @@
 """The request-time helper: "at hour H" is the latest H:00 not after now, in the configured zone."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -32,5 +32,5 @@ def test_latest_at_hour_rejects_a_bad_hour():
 
 
 def test_latest_at_hour_is_in_epoch_ms():
-    now = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 29, 12, tzinfo=UTC)
     assert latest_at_hour(int(now.timestamp() * 1000), 12) == int(now.timestamp() * 1000)

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from streamrec.vocabulary import GENRES
 from features.user_state import FEATURE_COLUMNS
 from models.example_set import ExampleSet
 from models.examples import (
@@ -29,6 +28,7 @@ from models.examples import (
 from models.export import KERAS_FILE, METADATA, export_model, next_version
 from models.train import fit
 from models.wide_deep import OUTPUT, WideDeep, WideDeepConfig, build_model
+from streamrec.vocabulary import GENRES
 
 T0 = 1_767_830_400_000  # 2026-01-08T00:00Z, a Thursday
 ITEMS = [{"item_id": f"i{n}", "genres": [GENRES[n % len(GENRES)], GENRES[(3 * n) % len(GENRES)]][: 1 + n % 2],
