@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from features.offline import feature_history, load_items, read_event_log
+from features.catalog import load_items
+from features.offline import feature_history, read_event_log
 from streamrec.config import Settings
 from streamrec.errors import UserError
 
@@ -35,7 +36,8 @@ def log_hash(path: str | Path) -> str:
 def backfill_session_log(settings: Settings, events_path: str | Path, items_path: str | Path) -> int:
     """Write one session feature row per event of ``events_path`` into the offline session log;
     returns the number of rows. Online state is left alone: that is the stream's."""
-    from features.store import FeatureStoreClient, arrow_schema, to_table
+    from features.store import FeatureStoreClient
+    from features.tables import arrow_schema, to_table
 
     for path in (events_path, items_path):
         if not Path(path).is_file():

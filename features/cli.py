@@ -37,16 +37,13 @@ def _load_catalog(args: argparse.Namespace, settings: Settings) -> int:
 def _build_profiles(args: argparse.Namespace, settings: Settings) -> int:
     import pandas as pd
 
-    from features.store import event_times
+    from features.offline import read_event_log
 
+    events = pd.DataFrame(read_event_log(args.events), columns=["user_id", "item_id", "ts_ms"])
+    if events.empty:
+        raise UserError(f"event log {args.events} holds no events")
     try:
-        events = pd.read_json(args.events, lines=True, dtype=False, convert_dates=False)
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read events {args.events}: {e}") from None
-    if "ts" not in events.columns:
-        raise UserError(f"events {args.events} have no 'ts' field")
-    try:
-        cut = pd.Timestamp(args.cut) if args.cut else event_times(events["ts"]).max()
+        cut = pd.Timestamp(args.cut) if args.cut else pd.Timestamp(events["ts_ms"].max(), unit="ms", tz="UTC")
     except ValueError as e:
         raise UserError(f"--cut {args.cut!r} is not an ISO-8601 time: {e}") from None
     n = _client(settings).build_profiles(events, cut)

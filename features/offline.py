@@ -8,19 +8,18 @@ source, point-in-time correct by construction.
 from __future__ import annotations
 
 import copy
-import dataclasses
-import json
 import math
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
+import msgspec
 import pandas as pd
 
 from features.user_state import FEATURE_COLUMNS, UserState, event_order, feature_columns, fold_users
 from streamrec.config import FeatureConfig
 from streamrec.errors import UserError
-from streamrec.events import Event, InvalidEvent, parse_event
+from streamrec.events import InvalidEvent, parse_event
 
 
 def read_event_log(path: str | Path, *, skipped: Counter | None = None) -> Iterator[dict]:
@@ -30,7 +29,11 @@ def read_event_log(path: str | Path, *, skipped: Counter | None = None) -> Itera
     given: then it is skipped and counted under its reason code. Blank lines are not events.
     """
     path = Path(path)
-    with path.open(encoding="utf-8") as f:
+    try:
+        f = path.open(encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"cannot read event log {path}: {e.strerror}") from None
+    with f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -42,35 +45,10 @@ def read_event_log(path: str | Path, *, skipped: Counter | None = None) -> Itera
                     raise UserError(f"{path}:{n}: invalid event ({e})") from None
                 skipped[e.reason] += 1
                 continue
-            record = {name: getattr(event, name) for name in _EVENT_FIELDS}
+            record = msgspec.structs.asdict(event)  # shallow, in C: a deep copy of every field was most of the cost
             if record["context"] is not None:  # the one nested value: the caller's to change, not the event's
                 record["context"] = copy.deepcopy(record["context"])
             yield record
-
-
-# dataclasses.asdict deep-copies every field by recursion: most of the cost of reading a log.
-_EVENT_FIELDS = tuple(field.name for field in dataclasses.fields(Event))
-
-
-def load_items(path: str | Path) -> dict[str, dict]:
-    """The generator's items.jsonl as item_id -> record (title, genres, year, duration_minutes, popularity)."""
-    path = Path(path)
-    items: dict[str, dict] = {}
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                item_id, genres, _ = record["item_id"], record["genres"], record["duration_minutes"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise UserError(f"{path}:{n}: not an item record ({type(e).__name__}: {e})") from None
-            if not isinstance(genres, list):
-                raise UserError(f"{path}:{n}: genres must be a list, got {genres!r}")
-            if item_id in items:
-                raise UserError(f"{path}:{n}: item {item_id!r} appears twice")
-            items[item_id] = record
-    return items
 
 
 def item_fields(item_id: str, items: Mapping[str, Mapping]) -> dict:

@@ -197,8 +197,9 @@ class RedisRowWriter:
         self._ts_head = _bulk(f"_ts:{name}".encode())
         self._hset = b"*%d\r\n%b" % (2 + 2 * (len(self._features) + 1), _bulk(b"HSET"))
         ttl = store.key_ttl_seconds
-        self._expire = b"*3\r\n$6\r\nEXPIRE\r\n" if ttl else None
-        self._ttl = _bulk(b"%d" % ttl) if ttl else None
+        # With no TTL configured there is no EXPIRE to send (b"": nothing).
+        self._expire = b"*3\r\n$6\r\nEXPIRE\r\n" if ttl else b""
+        self._ttl = _bulk(b"%d" % ttl) if ttl else b""
         nodes, kwargs = RedisOnlineStore._parse_connection_string(store.connection_string)
         self._client = Redis(host=nodes[0]["host"], port=nodes[0]["port"], **kwargs)
 
@@ -225,7 +226,8 @@ class RedisRowWriter:
             raise ValueError(f"every column and event_ms must have {len(keys)} values, one per key")
         if len(keys) == 0:
             return
-        parts, hset, key_of, expire, ttl = [], self._hset, self._key, self._expire, self._ttl
+        parts: list[bytes] = []
+        hset, key_of, expire, ttl = self._hset, self._key, self._expire, self._ttl
         for key, row in zip(keys, zip(*chunks)):
             redis_key = key_of(key)
             parts += (hset, redis_key, *row)

@@ -1,9 +1,6 @@
 """The feature-store client: one object over Feast for the stream job, serving and training.
 
-The Feast config is built here from the settings (registry, SQLite file and
-offline parquet under ``<data>``; Redis by ``feast.online_store``), and the
-definitions come from ``<feast.repo_path>/definitions.py``, so one set of
-definitions serves every data dir. Offline layout under ``<data>/offline``::
+Its Feast config and definitions come from ``features.feast_repo``. Offline layout under ``<data>/offline``::
 
     user_session/date=YYYY-MM-DD/batch-<id>.parquet   every pushed session row
     items/items.parquet                                the catalog, stamped at the epoch
@@ -13,23 +10,18 @@ from __future__ import annotations
 
 import functools
 import glob
-import importlib.util
-import json
 import os
 import re
 import sqlite3
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
-from feast import FeatureStore, FeatureView, RepoConfig
+from feast import FeatureStore, FeatureView, FileSource
 from feast.errors import FeatureViewNotFoundException
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import compute_table_id
@@ -37,109 +29,32 @@ from feast.infra.provider import get_provider
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import feast_value_type_to_python_type
-from feast.types import Int64, from_feast_to_pyarrow_type
+from feast.types import Int64
 
+from features.catalog import catalog_frame, load_items
+from features.feast_repo import definitions_module, repo_config, repo_dir
+from features.online_write import RedisRowWriter
+from features.profiles import user_profiles
+from features.tables import arrow_schema, latest_per_key, to_frame, to_table, write_parquet_atomic
 from streamrec.config import Settings
 from streamrec.errors import UserError
-from streamrec.vocabulary import GENRE_INDEX, GENRE_SLUGS
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The offline parquet's time resolution: "strictly before t" is "at or before t - TICK".
 TICK = pd.Timedelta(microseconds=1)
 _BATCH_ID = re.compile(r"^[A-Za-z0-9_-]+$")
-ONLINE_STORES = ("sqlite", "redis")
-
-
-def repo_dir(settings: Settings) -> Path:
-    """The feature repo; a relative ``feast.repo_path`` is taken from the source tree, not the cwd."""
-    path = Path(settings.feast.repo_path).expanduser()
-    path = path if path.is_absolute() else PROJECT_ROOT / path
-    if not (path / "definitions.py").is_file():
-        raise UserError(f"feature repo {path} has no definitions.py (setting feast.repo_path)")
-    return path
-
-
-@functools.cache
-def _definitions_module(path: Path) -> ModuleType:
-    # Loaded by file path: the repo directory is Feast's, not an importable package.
-    spec = importlib.util.spec_from_file_location("streamrec_feature_repo", path / "definitions.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def repo_config(settings: Settings) -> RepoConfig:
-    feast = settings.feast
-    if feast.online_store == "sqlite":
-        online = {"type": "sqlite", "path": str(settings.path("feast", "online.db"))}
-    elif feast.online_store == "redis":
-        online = {"type": "redis", "connection_string": feast.redis_connection}
-    else:
-        raise UserError(f"feast.online_store must be one of {', '.join(ONLINE_STORES)}, got {feast.online_store!r}")
-    return RepoConfig(
-        project=_definitions_module(repo_dir(settings)).PROJECT,
-        provider="local",
-        registry={"registry_type": "file", "path": str(settings.path("feast", "registry.db"))},
-        online_store=online,
-        # DuckDB, not Dask: the point-in-time joins of MovieLens-100k's training set take seconds, not minutes.
-        offline_store={"type": "duckdb"},
-        repo_path=str(repo_dir(settings)),
-        entity_key_serialization_version=3,
-    )
-
-
-def arrow_schema(view: FeatureView) -> pa.Schema:
-    """The parquet/arrow schema of a view's rows: join key, features, then the event timestamp."""
-    fields = [pa.field(c.name, from_feast_to_pyarrow_type(c.dtype)) for c in view.entity_columns]
-    fields += [pa.field(f.name, from_feast_to_pyarrow_type(f.dtype)) for f in view.features]
-    fields.append(pa.field(view.batch_source.timestamp_field, pa.timestamp("us", tz="UTC")))
-    return pa.schema(fields)
-
-
-def to_table(df: pd.DataFrame, schema: pa.Schema, what: str) -> pa.Table:
-    """``df`` as exactly ``schema`` (floats narrowed, timestamps to UTC; naive ones are taken as UTC)."""
-    missing = [n for n in schema.names if n not in df.columns]
-    unexpected = [c for c in df.columns if c not in schema.names]
-    if missing or unexpected:
-        raise ValueError(f"{what}: missing columns {missing}, unexpected columns {unexpected}")
-    ts = schema.names[-1]  # arrow_schema puts the event timestamp last
-    df = df.assign(**{ts: pd.to_datetime(df[ts], utc=True)})
-    try:
-        return pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-        raise ValueError(f"{what}: a column does not fit the feature types: {e}") from None
-
-
-def to_frame(table: pa.Table) -> pd.DataFrame:
-    """Arrow rows as pandas for Feast, keeping integer columns integer when they hold nulls."""
-    return table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
-
-
-def write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    """Write whole or not at all: readers skip dot-files, so the temp file is never read half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-
-
-def latest_per_key(df: pd.DataFrame, key: str, ts: str = "event_timestamp") -> pd.DataFrame:
-    """One row per key, the newest; on a tie the later row wins (the fold's order)."""
-    return df.sort_values(ts, kind="stable").drop_duplicates(key, keep="last")
 
 
 class FeatureStoreClient:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.offline_dir = settings.data_path / "offline"
-        self._module = _definitions_module(repo_dir(settings))
+        self._module = definitions_module(repo_dir(settings))
         self.defs = self._module.build(str(self.offline_dir))
         self.config = repo_config(settings)
         self.store = FeatureStore(config=self.config)
         self._session_schema = arrow_schema(self.defs.session_view)
-        self._redis_rows = None
+        self._redis_rows: RedisRowWriter | None = None
 
     # ---- registry ----
     def apply(self) -> None:
@@ -174,8 +89,6 @@ class FeatureStoreClient:
         view = self.defs.session_view
         if self.config.online_store.type == "redis":
             if self._redis_rows is None:
-                from features.online_write import RedisRowWriter
-
                 self._redis_rows = RedisRowWriter(self.config, view)
             self._redis_rows.write(columns["user_id"], columns["last_event_ts_ms"], {f.name: columns[f.name] for f in view.features})
         else:
@@ -281,7 +194,8 @@ class FeatureStoreClient:
     def _request_views(self) -> tuple[FeatureView, FeatureView]:
         """The registered session and profile views, read once (the API restarts after `features apply`)."""
         try:
-            return tuple(self.store.get_feature_view(v.name) for v in (self.defs.session_view, self.defs.profile_view))
+            return (self.store.get_feature_view(self.defs.session_view.name),
+                    self.store.get_feature_view(self.defs.profile_view.name))
         except FeatureViewNotFoundException as e:
             raise UserError(f"{e}: not registered in {self.config.registry.path}; run `streamrec features apply`") from None
 
@@ -300,7 +214,8 @@ class FeatureStoreClient:
     # ---- batch sources ----
     def load_catalog(self, items_jsonl: str | os.PathLike) -> int:
         """Write the catalog's item parquet and put the same rows online; returns the item count."""
-        table = to_table(read_catalog(items_jsonl), arrow_schema(self.defs.item_view), f"catalog {items_jsonl}")
+        items = catalog_frame(load_items(items_jsonl)).assign(event_timestamp=EPOCH)
+        table = to_table(items, arrow_schema(self.defs.item_view), f"catalog {items_jsonl}")
         write_parquet_atomic(table, self.offline_dir / self._module.ITEMS_FILE)
         # The rows `feast materialize` would copy, without a pass over the parquet. Online they
         # are stamped now, not at the epoch: Redis ignores a write no newer than what it holds,
@@ -355,9 +270,11 @@ class FeatureStoreClient:
         outright when no key matches.
         """
         key, names = view.entity_columns[0].name, [f.name for f in view.features]
-        files = _parquet_files(view.batch_source.path)
+        source = view.batch_source
+        assert isinstance(source, FileSource)  # every view of the repo reads parquet files
+        files = _parquet_files(source.path)
         if not files:
-            raise UserError(f"no offline data for {view.name} at {view.batch_source.path}")
+            raise UserError(f"no offline data for {view.name} at {source.path}")
         known = pd.concat([pd.read_parquet(f, columns=[key])[key] for f in files]).unique()
         pairs = entity_df.loc[entity_df[key].isin(known), [key, "event_timestamp"]].drop_duplicates()
         if pairs.empty:
@@ -387,75 +304,3 @@ def _by_keys(rows: pd.DataFrame, key: str, limit: int) -> list[pd.DataFrame]:
 def _parquet_files(source: str) -> list[str]:
     """The files a source path names: the file itself, or a glob's matches (``**/*.parquet``)."""
     return sorted(p for p in glob.glob(source, recursive=True) if os.path.isfile(p))
-
-
-def read_catalog(path: str | os.PathLike) -> pd.DataFrame:
-    """items.jsonl -> item rows: ``item_id``, ``title``, ``genres`` (list, or 'A|B') required;
-    ``year``, ``duration_minutes``, ``popularity`` null when absent."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-    except OSError as e:
-        raise UserError(f"cannot read catalog {path}: {e.strerror}") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"catalog {path} is not JSON lines: {e}") from None
-    df = pd.DataFrame(rows)
-    missing = {"item_id", "title", "genres"} - set(df.columns)
-    if missing:
-        raise UserError(f"catalog {path} lacks fields {sorted(missing)}")
-
-    def optional(name: str) -> pd.Series:
-        return pd.to_numeric(df[name], errors="coerce") if name in df else pd.Series([None] * len(df), dtype=float)
-
-    return pd.DataFrame({
-        "item_id": df["item_id"].astype(str),
-        "title": df["title"].astype(str),
-        "genres": [g.split("|") if isinstance(g, str) else list(g or []) for g in df["genres"]],
-        "year": optional("year").astype("Int64"),
-        "duration_minutes": optional("duration_minutes"),
-        "popularity": optional("popularity"),
-        "event_timestamp": EPOCH,
-    })
-
-
-def _slug(genre: str) -> str | None:
-    """A catalog genre (MovieLens name or slug) as its slug; None for one we do not track."""
-    if genre in GENRE_INDEX:
-        return GENRE_SLUGS[GENRE_INDEX[genre]]
-    return genre if genre in GENRE_SLUGS else None
-
-
-def event_times(ts: pd.Series) -> pd.Series:
-    """Event ``ts`` (epoch ms or ISO-8601) as UTC timestamps."""
-    numeric = pd.to_numeric(ts, errors="coerce")
-    if numeric.notna().all():
-        return pd.to_datetime(numeric, unit="ms", utc=True)
-    return pd.to_datetime(ts, utc=True, format="ISO8601")
-
-
-def user_profiles(events: pd.DataFrame, items: pd.DataFrame, cut: datetime) -> pd.DataFrame:
-    """Per user, from events at or before ``cut``: the event count, each genre's share of the
-    events (an item's weight split evenly over its genres; shares sum to 1) and the top genre."""
-    missing = {"user_id", "item_id", "ts"} - set(events.columns)
-    if missing:
-        raise ValueError(f"events lack columns {sorted(missing)}")
-    cut = pd.Timestamp(cut)
-    cut = cut.tz_localize("UTC") if cut.tzinfo is None else cut.tz_convert("UTC")
-    ev = events.assign(user_id=events["user_id"].astype(str), item_id=events["item_id"].astype(str))
-    ev = ev[event_times(ev["ts"]) <= cut]
-    genres = items.assign(slug=items["genres"].map(lambda gs: [s for s in map(_slug, gs) if s])).explode("slug")
-    genres = genres.dropna(subset=["slug"])
-    genres["weight"] = 1.0 / genres.groupby("item_id")["slug"].transform("size")
-    weights = ev[["user_id", "item_id"]].merge(genres[["item_id", "slug", "weight"]], on="item_id")
-    table = weights.pivot_table(index="user_id", columns="slug", values="weight", aggfunc="sum", fill_value=0.0)
-    table = table.reindex(columns=list(GENRE_SLUGS), fill_value=0.0)
-    totals = table.sum(axis=1)
-    shares = table.div(totals.where(totals > 0), axis=0).fillna(0.0)
-    counts = ev.groupby("user_id").size()
-    out = pd.DataFrame({"user_id": counts.index, "profile_events": counts.to_numpy()})
-    out = out.merge(shares.add_prefix("share_"), left_on="user_id", right_index=True, how="left").fillna(0.0)
-    share_cols = [f"share_{s}" for s in GENRE_SLUGS]
-    top = out[share_cols].to_numpy().argmax(axis=1)
-    out["profile_top_genre"] = [GENRE_SLUGS[i] if row.max() > 0 else None for i, row in zip(top, out[share_cols].to_numpy())]
-    out["event_timestamp"] = cut
-    return out

@@ -10,11 +10,12 @@ import threading
 from collections.abc import Iterable, Mapping
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server, values
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from streamrec.errors import UserError
+from streamrec.prometheus import single_process_values
 
 FRESHNESS_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 STAGE_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -48,21 +49,9 @@ class BulkHistogram(Collector):
         yield HistogramMetricFamily(self.name, self.documentation, buckets=list(zip(labels, cumulative)), sum_value=total)
 
 
-def _single_process_values() -> None:
-    """Undo Feast's process-wide switch of prometheus_client to multiprocess mode.
-
-    ``feast.metrics`` sets PROMETHEUS_MULTIPROC_DIR when imported (for its Gunicorn workers);
-    prometheus_client then keeps every metric's value in a file keyed by name and labels, so two
-    StreamMetrics in one process (the benchmark's job and floor, a test after a job) shared their
-    counts. This process serves its own registry and needs plain in-memory values.
-    """
-    if values.ValueClass is not values.MutexValue:
-        values.ValueClass = values.MutexValue
-
-
 class StreamMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
-        _single_process_values()
+        single_process_values()
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.event_to_online = BulkHistogram(

@@ -36,7 +36,7 @@ import msgspec
 import numpy as np
 from confluent_kafka import KafkaException, Producer
 
-from features.offline import load_items
+from features.catalog import load_items
 from features.store import FeatureStoreClient
 from features.stream_batch import DeadLetter, Folded, fold_batch, latest_only, parse_records
 from features.stream_metrics import StreamMetrics

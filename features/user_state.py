@@ -207,22 +207,27 @@ class UserState:
         state.last_ts_ms, state.prev_ts_ms = stored.ts, stored.prev_ts
         state.decayed = np.array(stored.decayed, dtype=np.float64)
         state.events_total, state.last_items = stored.events, stored.items
-        if stored.session is not None:
+        if stored.session is not None and stored.ts is not None:  # a session exists once an event is folded
             start_ms, count = stored.session
-            state.session = Session(start_ms, state.last_ts_ms, count)
+            state.session = Session(start_ms, stored.ts, count)
         state.session_id, state.last_device = stored.session_id, stored.device
         state.local_hour, state.weekend = stored.hour, stored.weekend
         return state
 
 
+def _folded(user_id: str, state: UserState) -> tuple[int, Session, int, bool]:
+    """What a state holds once an event is folded: the latest time, the session, the local hour and weekend."""
+    if state.last_ts_ms is None or state.session is None or state.local_hour is None or state.weekend is None:
+        raise ValueError(f"user {user_id!r}: no events folded yet")
+    return state.last_ts_ms, state.session, state.local_hour, state.weekend
+
+
 def feature_columns(users: Sequence[tuple[str, UserState]]) -> dict[str, list]:
     """The feature rows of many users as columns (FEATURE_COLUMNS, in order): cheaper than rows for a batch."""
-    for user_id, state in users:
-        if state.last_ts_ms is None:
-            raise ValueError(f"user {user_id!r}: no events folded yet")
+    folded = [_folded(user_id, state) for user_id, state in users]
     states = [state for _, state in users]
-    last = [s.last_ts_ms for s in states]
-    hours = [s.local_hour for s in states]
+    last = [f[0] for f in folded]
+    hours = [f[2] for f in folded]
     decayed = np.array([s.decayed for s in states]).reshape(len(states), _DECAYED_SIZE).T.tolist()
     return {
         "user_id": [user_id for user_id, _ in users],
@@ -230,15 +235,15 @@ def feature_columns(users: Sequence[tuple[str, UserState]]) -> dict[str, list]:
         **dict(zip(DECAYED_COLUMNS, decayed)),
         "events_total": [s.events_total for s in states],
         "session_id": [s.session_id for s in states],
-        "session_events": [s.session.count for s in states],
-        "session_length_s": [s.session.length_ms / 1000.0 for s in states],
+        "session_events": [f[1].count for f in folded],
+        "session_length_s": [f[1].length_ms / 1000.0 for f in folded],
         "last_device": [s.last_device for s in states],
         "local_hour": hours,
         "daypart": [daypart(h) for h in hours],
-        "is_weekend": [int(s.weekend) for s in states],
+        "is_weekend": [int(f[3]) for f in folded],
         "last_items": [[item_id for item_id, _ in s.last_items] for s in states],
         "last_event_ts_ms": last,
-        "prev_gap_s": [0.0 if s.prev_ts_ms is None else (s.last_ts_ms - s.prev_ts_ms) / 1000.0 for s in states],
+        "prev_gap_s": [0.0 if s.prev_ts_ms is None else (ms - s.prev_ts_ms) / 1000.0 for s, ms in zip(states, last)],
     }
 
 
@@ -287,6 +292,7 @@ def fold_users(batch: Sequence[tuple[UserState, Sequence[Mapping]]], cfg: Featur
             continue
         state.decayed = new_sums[k]
         state._fold_scalars(events, gap_ms, cfg.last_n_items)
+        assert state.last_ts_ms is not None  # events were folded
         local = local_time(state.last_ts_ms, cfg.timezone)
         state.local_hour, state.weekend = local.hour, is_weekend(local)
     return errors

@@ -1,12 +1,15 @@
-"""The project's own long-running jobs as stack components: the stream job, the ingest endpoint and the
-recommend API (with its web page).
+"""The project's own long-running jobs as stack components: the model server, the stream job, the ingest
+endpoint and the recommend API (with its web page).
 
-Unlike the broker or Redis they need inputs first (a catalog, a model), so
+Unlike the broker, Redis or the model server, the last three need inputs first (a catalog, a model), so
 ``missing(settings)`` says what is absent and ``infra up`` skips them until then.
 """
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+
+import httpx
 
 from infra import process
 from infra.process import Service
@@ -95,4 +98,33 @@ def api_service(settings: Settings) -> Service:
         data_dir=settings.data_path,
         env={"STREAMREC_DATA_DIR": str(settings.data_path)},
         start_timeout_s=180.0,
+    )
+
+
+def model_server_service(settings: Settings, repo: Path | None = None) -> Service:
+    """The model server as a pid-file daemon (``infra.process``), answering once its REST port does."""
+    m = settings.model
+    repo = Path(repo) if repo is not None else settings.data_path / "model_repo"
+    argv = [
+        sys.executable, "-m", "serving.model_server",
+        "--repo", str(repo), "--name", m.name, "--grpc-port", str(m.grpc_port), "--rest-port", str(m.rest_port),
+    ]
+    probe_host = "127.0.0.1" if m.host in ("", "0.0.0.0") else m.host
+    status_url = f"http://{probe_host}:{m.rest_port}/v1/models/{m.name}"
+
+    def ready() -> bool:
+        try:
+            httpx.get(status_url, timeout=1.0)
+        except httpx.HTTPError:
+            return False
+        return True  # any answer, even NOT_FOUND before a first version exists, means it is up
+
+    return Service(
+        name="model-server",
+        argv=argv,
+        ready=ready,
+        data_dir=settings.data_path,
+        # The settings the flags do not carry; the child reads them from its environment.
+        env={"STREAMREC_MODEL__HOST": m.host, "STREAMREC_MODEL__POLL_SECONDS": str(m.poll_seconds)},
+        start_timeout_s=120.0,
     )

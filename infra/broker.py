@@ -14,26 +14,19 @@ import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from infra.process import Service
+from streamrec.addresses import host_port
 from streamrec.config import Settings
 from streamrec.errors import UserError
-
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+from streams.kafka_util import KAFKA_PORT, single_local_broker
 
 # A topic's entry in the snapshot. Record bytes are stored as arrays of numbers, so no record can match.
 _SNAPSHOT_TOPIC = re.compile(rb'\["([^"\\]+)",\{"name":"\1","is_internal":false')
 
 
-def _host_port(bootstrap: str) -> tuple[str, int]:
-    parts = urlsplit("//" + bootstrap.strip())
-    return parts.hostname or "127.0.0.1", parts.port or 9092
-
-
 def is_embedded(settings: Settings) -> bool:
-    servers = settings.kafka.bootstrap_servers.split(",")
-    return len(servers) == 1 and _host_port(servers[0])[0] in LOOPBACK
+    return single_local_broker(settings.kafka)
 
 
 def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
@@ -103,7 +96,7 @@ def _restored(host: str, port: int, data_dir: Path) -> Callable[[], bool]:
 
 
 def broker_service(settings: Settings) -> Service:
-    host, port = _host_port(settings.kafka.bootstrap_servers)
+    host, port = host_port(settings.kafka.bootstrap_servers, KAFKA_PORT)
     host = "127.0.0.1" if host == "localhost" else host
     data_dir = settings.data_path / "broker"
     # noida-db has no advertised-address option: it advertises the address it binds, which is ours.

@@ -16,10 +16,9 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
 def _status(args: argparse.Namespace, settings: Settings) -> int:
     from infra import stack
 
-    report = stack.status(settings)
-    for name, state in report.items():
-        print(f"{name}: {state}")
-    return 0 if all(s.startswith(("running", "external")) for s in report.values()) else 1
+    rows = stack.status(settings)
+    print(stack.status_table(rows))
+    return 0 if all(r.running for r in rows) else 1
 
 
 def _logs(args: argparse.Namespace, settings: Settings) -> int:
@@ -42,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     up = isub.add_parser("up", help="start the embedded services and create topics (idempotent)")
     up.add_argument("--only", nargs="+", metavar="COMPONENT", help="start just these components")
     up.set_defaults(func=_up)
-    isub.add_parser("status", help="show each component; exit 1 if any is not running (stopped, failed, restarting)").set_defaults(func=_status)
+    isub.add_parser("status", help="a table of the components (state, pid, port, health, uptime, key figure); exit 1 if any is not running").set_defaults(func=_status)
     isub.add_parser("down", help="stop the embedded services").set_defaults(func=_down)
     logs = isub.add_parser("logs", help="show the services' logs (<data>/log/<service>.log)")
     logs.add_argument("service", nargs="*", metavar="SERVICE", help="these services only (default: all)")

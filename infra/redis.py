@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import shutil
 
-from infra.broker import LOOPBACK
 from infra.process import Service
+from streamrec.addresses import LOOPBACK
 from streamrec.config import Settings
 from streamrec.errors import UserError
 

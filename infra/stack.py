@@ -6,19 +6,24 @@ external and never started; the project's own jobs wait until their inputs exist
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from infra import apps, broker, llm, process, redis, supervisor
+from infra import apps, broker, figures, llm, process, redis, supervisor
 from infra.process import Service
-from serving.model_server.server import model_server_service
+from streamrec.addresses import host_port
 from streamrec.config import Settings
 from streamrec.errors import UserError
-from streams.kafka_util import ensure_topics
+from streams.kafka_util import KAFKA_PORT, ensure_topics
 
 
 def _always(settings: Settings) -> bool:
     return True
+
+
+def _nothing(settings: Settings) -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -26,18 +31,25 @@ class Component:
     name: str
     service: Callable[[Settings], Service]
     runs_here: Callable[[Settings], bool] = _always  # False: an external service we only point at
-    missing: Callable[[Settings], str | None] = lambda settings: None  # an input it needs that is absent
+    missing: Callable[[Settings], str | None] = _nothing  # an input it needs that is absent
+    port: Callable[[Settings], str] = lambda settings: "-"  # what it listens on, for `infra status`
+    figure: Callable[[Settings], str | None] = _nothing  # its key figure, read from the running service
 
 
 # Start order; stopped in reverse.
 COMPONENTS: tuple[Component, ...] = (
-    Component("broker", broker.broker_service, broker.is_embedded),
-    Component("redis", redis.redis_service, redis.is_embedded),
-    Component("llm", llm.llm_service, llm.is_embedded, missing=lambda s: "; ".join(llm.missing(s.llm.embedded_model)) or None),
-    Component("model-server", model_server_service),
-    Component("stream", apps.stream_service, missing=apps.stream_missing),
-    Component("ingest", apps.ingest_service),
-    Component("api", apps.api_service, missing=apps.api_missing),
+    Component("broker", broker.broker_service, broker.is_embedded, figure=figures.broker_figure,
+              port=lambda s: str(host_port(s.kafka.bootstrap_servers.split(",")[0], KAFKA_PORT)[1])),
+    Component("redis", redis.redis_service, redis.is_embedded, figure=figures.redis_figure,
+              port=lambda s: str(redis.host_port(s)[1])),
+    Component("llm", llm.llm_service, llm.is_embedded, missing=lambda s: "; ".join(llm.missing(s.llm.embedded_model)) or None,
+              port=lambda s: str(s.llm.port), figure=figures.llm_figure),
+    Component("model-server", apps.model_server_service, figure=figures.model_server_figure,
+              port=lambda s: f"{s.model.grpc_port} grpc, {s.model.rest_port} rest"),
+    Component("stream", apps.stream_service, missing=apps.stream_missing, figure=figures.stream_figure,
+              port=lambda s: f"{s.spark.metrics_port} metrics" if s.spark.metrics_port else "-"),
+    Component("ingest", apps.ingest_service, port=lambda s: str(s.ingest.http_port)),
+    Component("api", apps.api_service, missing=apps.api_missing, port=lambda s: str(s.serving.port)),
 )
 
 
@@ -62,19 +74,66 @@ def up(settings: Settings, only: list[str] | None = None, echo=print) -> None:
             echo(f"topics: {', '.join(created) if created else 'already present'}")
 
 
-def status(settings: Settings) -> dict[str, str]:
-    report = {}
+@dataclass(frozen=True)
+class Status:
+    """A row of ``infra status``; ``healthy`` is the service's readiness probe (None: not running here)."""
+
+    service: str
+    state: str
+    pid: int | None = None
+    port: str = "-"
+    healthy: bool | None = None
+    uptime_s: float | None = None
+    figure: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.state.startswith(("running", "external"))
+
+
+def status(settings: Settings) -> list[Status]:
+    rows = []
     for c in COMPONENTS:
         if not c.runs_here(settings):
-            report[c.name] = "external"
+            rows.append(Status(c.name, "external", port=c.port(settings)))
             continue
         svc = c.service(settings)
         pid = process.running_pid(svc)
         if svc.supervised:
-            report[c.name] = supervisor.describe(supervisor.read_state(svc.state_file), alive=pid is not None)
+            state = supervisor.describe(supervisor.read_state(svc.state_file), alive=pid is not None)
         else:
-            report[c.name] = f"running (pid {pid})" if pid else "stopped"
-    return report
+            state = "running" if pid else "stopped"
+        if pid is None:
+            rows.append(Status(c.name, state, port=c.port(settings)))
+            continue
+        try:  # the pid file is written when the service starts
+            uptime = time.time() - svc.pid_file.stat().st_mtime
+        except OSError:
+            uptime = None
+        rows.append(Status(c.name, state, pid, c.port(settings), svc.ready(), uptime, c.figure(settings)))
+    return rows
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s >= 86400:
+        return f"{s // 86400}d {s % 86400 // 3600}h"
+    if s >= 3600:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    return f"{s // 60}m {s % 60:02d}s"
+
+
+def status_table(rows: list[Status]) -> str:
+    """The rows as an aligned text table (one line per service)."""
+    header = ("SERVICE", "STATE", "PID", "PORT", "HEALTHY", "UPTIME", "FIGURE")
+    cells = [header] + [(r.service, r.state, str(r.pid or "-"), r.port,
+                         {True: "yes", False: "no", None: "-"}[r.healthy], _duration(r.uptime_s), r.figure or "-")
+                        for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header) - 1)]
+    return "\n".join("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]).rstrip()
+                     for row in cells)
 
 
 def logs(settings: Settings, names: list[str], lines: int = 20, follow: bool = False, echo=print,

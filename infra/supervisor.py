@@ -137,22 +137,24 @@ class Supervisor:
         return 0
 
     def _wait(self) -> int:
+        child = self.child
+        assert child is not None  # run() starts the child before waiting on it
         while True:
             try:
-                code = self.child.wait(timeout=0.2)
+                code = child.wait(timeout=0.2)
                 break
             except subprocess.TimeoutExpired:
                 if self.stopping:
                     try:
-                        code = self.child.wait(timeout=STOP_GRACE_S)
+                        code = child.wait(timeout=STOP_GRACE_S)
                     except subprocess.TimeoutExpired:
-                        os.killpg(self.child.pid, signal.SIGKILL)
-                        code = self.child.wait()
+                        os.killpg(child.pid, signal.SIGKILL)
+                        code = child.wait()
                     break
-        if code != 0 and self.child.pid:
+        if code != 0 and child.pid:
             # What the job left behind (a JVM of a killed driver) goes with it.
             try:
-                os.killpg(self.child.pid, signal.SIGKILL)
+                os.killpg(child.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         return code

@@ -31,7 +31,9 @@ def event_log(args: argparse.Namespace, settings: Settings):
     from streams.movielens import convert
 
     out = settings.data_path / "movielens" / args.data / "events.jsonl"
-    summary = convert(args.path, out, DATASETS[args.data])
+    fmt = DATASETS[args.data]
+    assert fmt is not None  # only "world" has none, handled above
+    summary = convert(args.path, out, fmt)
     return EventLog(Path(summary["paths"]["events"]), Path(summary["paths"]["items"]), args.data)
 
 
@@ -66,7 +68,8 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _evaluate_rerank(args: argparse.Namespace, settings: Settings) -> int:
-    # The CLI is the top layer: it may reach up into serving, which models itself never imports.
+    # The CLI is the top layer: it may reach up into serving and infra, which models itself never imports.
+    from infra.llm import embedded_server
     from serving.rerank_eval.run import RerankOptions, run_rerank_evaluation
 
     if args.world is not None or args.path is not None or args.data != "world":
@@ -83,7 +86,9 @@ def _evaluate_rerank(args: argparse.Namespace, settings: Settings) -> int:
                             config=_config(args), progress=not args.quiet)
     # Beside the synthetic world's evaluation report (report.md), as its re-rank section.
     out = args.out or settings.data_path / "reports" / "world"
-    summary = run_rerank_evaluation(settings, out, options)
+    # The embedded server (when it is the settings') on a port of its own, stopped afterwards.
+    with embedded_server(settings, "rerank-eval-llm") as llm_settings:
+        summary = run_rerank_evaluation(llm_settings, out, options)
     for mode, block in summary["modes"].items():
         f = block["overall"]["ndcg@10"]
         ci = "–" if f["relative_ci"] is None else f"[{f['relative_ci'][0]:+.1%}, {f['relative_ci'][1]:+.1%}]"

@@ -1,5 +1,8 @@
 """Offline data for the recommenders: event log -> implicit positives -> id codes -> train/test splits.
 
+The log is read by the one reader, ``features.offline.read_event_log`` (the event contract's validator);
+``models.retrieval.log.load_event_log`` reads and labels it.
+
 What counts as a positive: a ``watch`` event, and when ``min_watch_fraction`` > 0 only a watch that covered at least
 that fraction of the title's ``duration_minutes`` (from the items catalog). A ``click`` is never a positive: a click
 without a watch says the user looked and did not commit, which is too noisy to call a like and too uncertain to call a
@@ -24,112 +27,24 @@ Two protocols, both free of leakage (no train interaction of a user happens afte
 """
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from streamrec.errors import UserError
 
-EVENT_TYPES = ("click", "watch")
 LOG_ORDER = "seq"  # an event's position in its log: the tie rule for equal times
 PROTOCOLS = ("loo", "time_global", "time_user")
 
 
-# ---------------------------------------------------------------- loading
-
-
-def load_interactions(
-    events_path: str | Path, items_path: str | Path | None = None, min_watch_fraction: float = 0.0
-) -> pd.DataFrame:
-    """Read an events JSONL file into one row per event: user_id, item_id, ts_ms, event_type, watch_seconds, label.
-
-    ``label`` is True for a positive (see the module doc); ``items_path`` (items.jsonl) is needed only when
-    ``min_watch_fraction`` > 0, to know each title's duration.
-    """
-    events = interactions_from_records(_read_jsonl(events_path))
-    durations = None
-    if min_watch_fraction > 0:
-        if items_path is None:
-            raise UserError("min_watch_fraction > 0 needs the items catalog (items.jsonl) for title durations")
-        durations = durations_from_records(_read_jsonl(items_path))
-    return label_positives(events, durations, min_watch_fraction)
-
-
-def _read_jsonl(path: str | Path) -> Iterator[tuple[str, dict]]:
-    """Yield (``path:line`` for error messages, parsed object) for each non-blank line."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{where}: not JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise UserError(f"{where}: expected a JSON object")
-            yield where, obj
-
-
-def interactions_from_records(records: Iterable[tuple[str, dict]]) -> pd.DataFrame:
-    """Events (``(where, obj)`` pairs) -> DataFrame user_id, item_id, ts_ms, event_type, watch_seconds."""
-    rows = []
-    for where, ev in records:
-        try:
-            user, item, kind = ev["user_id"], ev["item_id"], ev["event_type"]
-            ts = _ts_ms(ev["ts"])
-        except KeyError as e:
-            raise UserError(f"{where}: missing field {e.args[0]!r}") from None
-        except ValueError as e:
-            raise UserError(f"{where}: bad ts ({e})") from None
-        if not (isinstance(user, str) and user and isinstance(item, str) and item):
-            raise UserError(f"{where}: user_id and item_id must be non-empty strings")
-        if kind not in EVENT_TYPES:
-            raise UserError(f"{where}: event_type must be one of {EVENT_TYPES}, got {kind!r}")
-        seconds = ev.get("watch_seconds")
-        if kind == "watch" and (not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0):
-            raise UserError(f"{where}: a watch needs watch_seconds, a number >= 0")
-        rows.append((user, item, ts, kind, float(seconds) if kind == "watch" else np.nan))
-    if not rows:
-        raise UserError("the event log has no events")
-    return pd.DataFrame(rows, columns=["user_id", "item_id", "ts_ms", "event_type", "watch_seconds"])
-
-
-def _ts_ms(value) -> int:
-    """Epoch milliseconds from epoch ms (number) or an ISO-8601 string (UTC when it names no zone)."""
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a time")
-    if isinstance(value, (int, float)):
-        return int(value)
-    if isinstance(value, str):
-        dt = datetime.fromisoformat(value)
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
-        return int(dt.timestamp() * 1000)
-    raise ValueError(f"{value!r} is neither epoch ms nor ISO-8601")
-
-
-def durations_from_records(records: Iterable[tuple[str, dict]]) -> pd.Series:
-    """Catalog lines -> title duration in seconds, indexed by item_id."""
-    durations = {}
-    for where, it in records:
-        minutes = it.get("duration_minutes")
-        if "item_id" not in it or not isinstance(minutes, (int, float)) or isinstance(minutes, bool) or minutes <= 0:
-            raise UserError(f"{where}: a catalog item needs item_id and duration_minutes > 0")
-        durations[it["item_id"]] = 60.0 * minutes
-    return pd.Series(durations, dtype=float)
+# ---------------------------------------------------------------- labels
 
 
 def label_positives(events: pd.DataFrame, durations: pd.Series | None, min_watch_fraction: float) -> pd.DataFrame:
-    """Add ``label``: a watch, covering at least ``min_watch_fraction`` of the title when that is > 0."""
+    """Add ``label``: a watch, covering at least ``min_watch_fraction`` of the title when that is > 0 (``durations``:
+    each title's seconds by item_id)."""
     if not 0 <= min_watch_fraction <= 1:
         raise UserError(f"min_watch_fraction must be in [0, 1], got {min_watch_fraction}")
     watch = events["event_type"].eq("watch").to_numpy()
@@ -138,7 +53,8 @@ def label_positives(events: pd.DataFrame, durations: pd.Series | None, min_watch
         missing = watch & np.isnan(seconds)
         if missing.any():
             unknown = sorted(set(events["item_id"][missing]))
-            raise UserError(f"{len(unknown)} watched item(s) are not in the catalog, e.g. {unknown[:3]}")
+            raise UserError(
+                f"{len(unknown)} watched item(s) have no duration_minutes in the catalog, e.g. {unknown[:3]}")
         # Producers round watch_seconds to 0.1 s (MovieLens: rating/5 of the title), so allow half of that.
         watch = watch & (events["watch_seconds"].to_numpy() + 0.05 >= min_watch_fraction * seconds)
     return events.assign(label=watch)
@@ -278,7 +194,7 @@ def split_loo(events: pd.DataFrame, n_negatives: int = 99, seed: int = 0) -> Loo
     too_few = 0
     for u in np.flatnonzero(tested):
         pool = np.ones(len(items), dtype=bool)
-        pool[interacted.of(u)] = False
+        pool[interacted.of(int(u))] = False
         pool = np.flatnonzero(pool)
         if len(pool) < n_negatives:
             too_few += 1

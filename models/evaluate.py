@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,7 +34,7 @@ from models.examples import context_inputs, item_inputs
 from models.protocols import run
 from models.seed_summary import combine
 from models.train import EventLog, Prepared, fit, prepare
-from models.wide_deep import WideDeepConfig
+from models.wide_deep import WideDeep, WideDeepConfig
 from streamrec.config import Settings
 from streamrec.errors import UserError
 from streams.movielens import relative_popularity
@@ -61,7 +62,7 @@ class WideDeepRanker:
         self.popularity = train_popularity(split, prepared.catalog["item_id"])
         self.items = (prepared.catalog.set_index("item_id").loc[split.items.ids].reset_index()
                       .assign(popularity=lambda items: items["item_id"].map(self.popularity)))
-        self.model = None
+        self.model: WideDeep | None = None
         self.train_metrics: dict = {}
 
     def training_examples(self, train: pd.DataFrame) -> ExampleSet:
@@ -170,7 +171,7 @@ def _evaluate_seed(settings: Settings, event_log: EventLog, protocols: tuple[str
     prepared = prepare(scratch_settings(settings, event_log.name), event_log, negatives=negatives, seed=seed)
     seconds: dict = {"prepare": round(time.monotonic() - started, 1)}
     interactions = prepared.interactions
-    summary = {
+    summary: dict[str, Any] = {
         "dataset": {
             "name": event_log.name, "events_path": str(event_log.events), "items_path": str(event_log.items),
             "sha256_16": prepared.data_hashes(), "events": len(interactions),

@@ -62,12 +62,12 @@ def by_group(base: np.ndarray, treated: np.ndarray, labels: Sequence[str], strat
              n_boot: int = BOOTSTRAP, seed: int = 0) -> dict[str, dict]:
     """``paired_lift`` per label (e.g. context type), largest groups first; within a group, strata that have
     no session of it simply do not take part."""
-    labels = np.asarray(labels, dtype=object)
-    strata = np.zeros(len(labels), dtype=int) if strata is None else np.asarray(strata)
-    names, sizes = np.unique(labels, return_counts=True)
+    label_arr = np.asarray(labels, dtype=object)
+    strata = np.zeros(len(label_arr), dtype=int) if strata is None else np.asarray(strata)
+    names, sizes = np.unique(label_arr, return_counts=True)
     out = {}
     for name in names[np.lexsort((names, -sizes))]:
-        mask = labels == name
+        mask = label_arr == name
         out[str(name)] = paired_lift(np.asarray(base)[mask], np.asarray(treated)[mask], strata[mask],
                                      n_boot=n_boot, seed=seed)
     return out

@@ -37,13 +37,13 @@ def evaluate_loo(model: Recommender, split: LooSplit, k: int = 10, batch_size: i
     n_candidates = split.candidates.shape[1]
     if k > n_candidates:
         raise UserError(f"k={k} is more than the {n_candidates} candidates per user: every list would hit")
-    hits = []
+    hit_batches: list[np.ndarray] = []
     for lo in range(0, len(split.test_users), batch_size):
         users, cands = split.test_users[lo : lo + batch_size], split.candidates[lo : lo + batch_size]
         scores = _checked(model, model.score(users, cands), cands.shape)
         ranked = np.take_along_axis(cands, np.argsort(-scores, axis=1, kind="stable")[:, :k], axis=1)
-        hits.append(ranked == split.test_items[lo : lo + batch_size, None])
-    hits = np.vstack(hits)
+        hit_batches.append(ranked == split.test_items[lo : lo + batch_size, None])
+    hits = np.vstack(hit_batches)
     per_user = pd.DataFrame(
         {
             "user_id": split.users.decode(split.test_users),
@@ -62,7 +62,7 @@ def evaluate_full(model: Recommender, split: FullSplit, k: int = 10, batch_size:
     truth = UserItems.from_pairs(split.test["user_idx"], split.test["item_idx"], split.n_users, split.n_items)
     test_users = np.unique(split.test["user_idx"].to_numpy())
     tiebreak = np.random.default_rng(seed).permutation(split.n_items)
-    hits, lists = [], []
+    hit_batches, lists = [], []
     for lo in range(0, len(test_users), batch_size):
         users = test_users[lo : lo + batch_size]
         scores = _checked(model, model.score(users, None), (len(users), split.n_items)).astype(np.float64)
@@ -70,9 +70,9 @@ def evaluate_full(model: Recommender, split: FullSplit, k: int = 10, batch_size:
         ranked = tiebreak[np.argsort(-scores[:, tiebreak], axis=1, kind="stable")[:, :k]]
         # A user with fewer than k unseen items gets empty (-1) slots, not their own train items.
         ranked[np.isneginf(np.take_along_axis(scores, ranked, axis=1))] = -1
-        hits.append(hit_matrix(ranked, truth.dense(users)))
+        hit_batches.append(hit_matrix(ranked, truth.dense(users)))
         lists.append(ranked)
-    hits, n_test = np.vstack(hits), truth.counts()[test_users]
+    hits, n_test = np.vstack(hit_batches), truth.counts()[test_users]
     per_user = pd.DataFrame(
         {
             "user_id": split.users.decode(test_users),

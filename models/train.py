@@ -12,11 +12,13 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from features.backfill import backfill_session_log, log_hash
+from features.catalog import catalog_frame, load_items
 from features.offline import read_event_log
 from models.data import LOG_ORDER, encoded_positives, label_positives
 from models.example_set import ExampleSet, join_features
@@ -44,7 +46,7 @@ class EventLog:
 class Prepared:
     log: EventLog
     interactions: pd.DataFrame  # one row per event with ``label`` (models.data's input)
-    catalog: pd.DataFrame       # features.store.read_catalog rows: item_id, genres, year, duration_minutes, popularity
+    catalog: pd.DataFrame       # the catalog's typed rows (features.catalog.catalog_frame)
     examples: ExampleSet        # every positive and its negatives, features joined
     negatives: int
     seed: int
@@ -65,9 +67,9 @@ def profile_cuts(first: pd.Timestamp, last: pd.Timestamp) -> list[pd.Timestamp]:
 def prepare(settings: Settings, event_log: EventLog, *, negatives: int = 4, seed: int = 0) -> Prepared:
     """Feast set up for the log (definitions, catalog, profile cuts, backfilled session log) and the labelled
     examples of every positive with their point-in-time features."""
-    from features.store import FeatureStoreClient, read_catalog
+    from features.store import FeatureStoreClient
 
-    catalog = read_catalog(event_log.items).drop(columns=["event_timestamp"])
+    catalog = catalog_frame(load_items(event_log.items))
     events = event_frame(read_event_log(event_log.events))
     interactions = label_positives(events[["user_id", "item_id", "ts_ms", "event_type", "watch_seconds", LOG_ORDER]],
                                    None, 0.0)
@@ -82,7 +84,7 @@ def prepare(settings: Settings, event_log: EventLog, *, negatives: int = 4, seed
     times = pd.to_datetime(events["ts_ms"], unit="ms", utc=True)
     cuts = profile_cuts(times.min(), times.max())
     for cut in cuts:  # online, only the last: what serving would read now
-        client.build_profiles(events.rename(columns={"ts_ms": "ts"}), cut, online=cut == cuts[-1])
+        client.build_profiles(events, cut, online=cut == cuts[-1])
     rows = backfill_session_log(settings, event_log.events, event_log.items)
     log.info("feast: %d items, %d profile cuts, %d backfilled session rows", len(catalog), len(cuts), rows)
 
@@ -145,7 +147,7 @@ def train(
     prepared = prepare(settings, event_log, negatives=negatives, seed=seed)
     model, train_metrics = fit(prepared.examples, prepared.catalog["item_id"], live=live, config=config, seed=seed,
                                timezone=settings.features.timezone, progress=progress)
-    metadata = {
+    metadata: dict[str, Any] = {
         "live": live,
         "seed": seed,
         "config": config.to_dict(),
@@ -170,7 +172,6 @@ def train(
 
 def fit_retrieval(settings: Settings, event_log: EventLog) -> Path:
     """The candidate generator the recommend API loads, fitted on the same log."""
-    from features.offline import load_items
     from models.retrieval import CandidateGenerator, load_event_log, retrieval_dir
 
     items = load_items(event_log.items)

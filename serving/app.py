@@ -17,7 +17,7 @@ import logging
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Literal
 
 import anyio
 import httpx
@@ -25,11 +25,11 @@ from fastapi import Depends, FastAPI, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from infra.llm import resolve_endpoint
 from models.retrieval import CandidateGenerator, retrieval_dir
 from serving.metrics import CONTENT_TYPE, ServingMetrics
 from serving.pipeline import FeatureStoreUnavailable, ItemCatalog, Pipeline, Recommendation, Scorer
 from serving.rerank import Reranker
+from serving.rerank.endpoint import resolve_endpoint
 from serving.rerank.prompt import MAX_REQUEST_CHARS
 from serving.tf_client import PredictClient, PredictError
 from serving.web import add_web_ui
@@ -76,7 +76,7 @@ def build_services(settings: Settings, *, with_worker: bool = False, worker_grou
     m = settings.model
     predict = PredictClient(m.host, m.grpc_port, m.name)
     reranker = Reranker(settings)
-    metrics = ServingMetrics(reranker.stats)
+    metrics = ServingMetrics(reranker.metrics)
     pipeline = Pipeline(settings, store, generator, Scorer(predict), reranker, catalog)
     worker = RefreshWorker(settings, pipeline, reranker, metrics, worker_group) if with_worker else None
     return Services(pipeline, reranker, predict, metrics, worker)
@@ -110,7 +110,6 @@ def create_app(settings: Settings, *, with_worker: bool = False, worker_group: s
              responses={**auth.responses(), **documented(
                  e414=f"a query string over {MAX_QUERY_BYTES} bytes")})
     def recommend(
-        caller: Annotated[Principal, Depends(auth.caller())],
         user_id: str = Query(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN,
                              description="the viewer; an unknown one gets the cold-start path"),
         k: int = Query(min(10, top_n), ge=1, le=top_n, description=f"items to return, 1..{top_n} (serving.top_n)"),
@@ -119,6 +118,7 @@ def create_app(settings: Settings, *, with_worker: bool = False, worker_group: s
         hour: int | None = Query(None, ge=0, le=23, description="answer as at this hour (features.timezone): the "
                                  "latest such hour, today or yesterday; the context and the features' decay follow"),
         compare: bool = Query(False, description="also return the top k before the re-rank (before_rerank)"),
+        caller: Principal = Depends(auth.caller()),  # noqa: B008 - a dependency of this app's auth object
     ) -> Recommendation:
         try:
             caller.require_read(user_id)
@@ -137,7 +137,7 @@ def create_app(settings: Settings, *, with_worker: bool = False, worker_group: s
     @app.get("/healthz", response_model=Health, response_model_exclude_none=True,
              responses={**auth.responses(), 503: {"model": Health, "description": "the feature store is down"}},
              openapi_extra=auth.optional_security())
-    def healthz(caller: Annotated[Principal | None, Depends(auth.caller_if_any())]) -> JSONResponse:
+    def healthz(caller: Principal | None = Depends(auth.caller_if_any())) -> JSONResponse:  # noqa: B008
         """``ok``, or ``unhealthy`` with 503 when the feature store is down (nothing can be served).
 
         With an ``ops:read`` token: each dependency's state, and ``degraded`` (still 200) when the

@@ -14,11 +14,11 @@ from streamrec.config import Settings
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from infra.broker import is_embedded
     from serving.app import create_app
     from streamrec.http_limits import uvicorn_options
+    from streams.kafka_util import single_local_broker
 
-    with_worker = is_embedded(settings) if args.with_worker is None else args.with_worker
+    with_worker = single_local_broker(settings.kafka) if args.with_worker is None else args.with_worker
     group = {"worker_group": args.worker_group} if args.worker_group else {}
     app = create_app(settings, with_worker=with_worker, **group)
     print(f"recommend API on http://{args.host or settings.serving.host}:{args.port or settings.serving.port} "

@@ -1,26 +1,64 @@
-"""Prometheus metrics of the recommend API and its refresh worker, on a registry of their own.
+"""Prometheus metrics of the recommend API, its refresh worker and the re-ranker, on one registry per app.
 
 A registry per app (not the global one) lets tests and benchmarks build several apps in
-one process. The LLM's own figures (call latency, outcomes, tokens) are read from the
-re-ranker's counters at scrape time, so they include the calls the worker makes.
+one process. The re-ranker's figures (results, LLM call latency, outcomes, tokens) count
+every caller: API requests, the worker's refreshes, benchmarks.
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from typing import TYPE_CHECKING
 
-from serving.rerank.reranker import RerankStats
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from streamrec.prometheus import single_process_values
+
+if TYPE_CHECKING:  # the re-ranker imports this module
+    from serving.rerank.llm_client import Completion
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Stage latencies: fine steps around the 20 ms goal, then coarse ones up to a slow LLM budget.
 STAGE_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 # Feature age (request time - the user's last event): seconds to a day.
 AGE_BUCKETS_S = (1, 5, 15, 60, 300, 900, 1800, 3600, 4 * 3600, 24 * 3600)
+LLM_LATENCY_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class RerankMetrics:
+    """The re-ranker's figures, on a registry of their own (``registry``) that ``ServingMetrics`` adds the API's to."""
+
+    def __init__(self) -> None:
+        single_process_values()  # else, once feast is imported, every app of a process counts the others' calls
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.results = Counter(
+            "streamrec_rerank_results", "Re-rank results by status (API requests and worker refreshes)",
+            ["status"], registry=r)
+        self.llm_calls = Counter(
+            "streamrec_llm_calls", "LLM re-rank calls by outcome (ok or a failure status)", ["outcome"], registry=r)
+        self.llm_latency = Histogram(
+            "streamrec_llm_latency_seconds", "Latency of answered LLM re-rank calls (API and worker)",
+            buckets=LLM_LATENCY_BUCKETS_S, registry=r)
+        self.llm_tokens = Counter("streamrec_llm_tokens", "LLM tokens used, by kind", ["kind"], registry=r)
+
+    def record_call(self, outcome: str, completion: Completion | None) -> None:
+        """One LLM call; ``completion``: its answer, None when there was none (no latency or tokens to count)."""
+        self.llm_calls.labels(outcome).inc()
+        if completion is not None:
+            self.llm_latency.observe(completion.latency_ms / 1000.0)
+            self.llm_tokens.labels("prompt").inc(completion.prompt_tokens)
+            self.llm_tokens.labels("completion").inc(completion.completion_tokens)
+
+
+def counts(counter: Counter) -> dict[str, float]:
+    """A one-label counter's totals by label value, for those counted so far (what benchmarks and tests read)."""
+    return {next(iter(s.labels.values())): s.value
+            for family in counter.collect() for s in family.samples if s.name == f"{family.name}_total"}
 
 
 class ServingMetrics:
-    def __init__(self, rerank_stats: RerankStats):
-        self.registry = CollectorRegistry()
+    def __init__(self, rerank: RerankMetrics):
+        # The re-ranker's registry: one per app, so /metrics serves its figures with the API's.
+        self.registry = rerank.registry
         r = self.registry
         self.stage_seconds = Histogram(
             "streamrec_recommend_stage_seconds", "Time spent per /recommend stage (total: the whole request)",
@@ -48,7 +86,6 @@ class ServingMetrics:
         self.worker_lag = Histogram(
             "streamrec_rerank_worker_lag_seconds", "Context change to re-rank ready: the user's last event time to the "
             "end of the worker's refresh for it (applied or cached)", buckets=AGE_BUCKETS_S, registry=r)
-        r.register(_LLMCollector(rerank_stats))
 
     def observe_request(self, timings_ms: dict[str, float], path: str, fallbacks: list[str], rerank_status: str,
                         feature_age_s: float | None, cache_age_s: float | None) -> None:
@@ -66,29 +103,3 @@ class ServingMetrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-
-class _LLMCollector:
-    """The re-ranker's in-process counters as Prometheus families, read at scrape time."""
-
-    def __init__(self, stats: RerankStats):
-        self.stats = stats
-
-    def describe(self):
-        return []  # the families are built at collect time; nothing to check at registration
-
-    def collect(self):
-        snap = self.stats.snapshot()
-        hist = snap["llm_latency_ms"]
-        buckets = [("+Inf" if le == float("inf") else str(le / 1000.0), count)
-                   for le, count in zip(hist["le"], hist["counts"])]
-        latency = HistogramMetricFamily(
-            "streamrec_llm_latency_seconds", "Latency of answered LLM re-rank calls (API and worker)",
-            buckets=buckets, sum_value=hist["sum"] / 1000.0)
-        calls = CounterMetricFamily("streamrec_llm_calls", "LLM re-rank calls by outcome (ok or a failure status)",
-                                    labels=["outcome"])
-        for outcome, n in sorted(snap["calls"].items()):
-            calls.add_metric([outcome], n)
-        tokens = CounterMetricFamily("streamrec_llm_tokens", "LLM tokens used, by kind", labels=["kind"])
-        for kind, n in sorted(snap["tokens"].items()):
-            tokens.add_metric([kind], n)
-        return [latency, calls, tokens]

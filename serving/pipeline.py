@@ -223,7 +223,8 @@ class Scorer:
 
 class Pipeline:
     def __init__(self, settings: Settings, store, generator: CandidateGenerator, scorer: Scorer,
-                 reranker: Reranker, catalog: ItemCatalog, clock: Callable[[], float] = time.time):
+                 reranker: Reranker | None, catalog: ItemCatalog, clock: Callable[[], float] = time.time):
+        """``reranker`` None: a pipeline for ``shortlist`` only (``recommend`` needs one)."""
         self.settings = settings
         self.store = store
         self.generator = generator
@@ -246,6 +247,7 @@ class Pipeline:
         started = time.perf_counter()
         short = self.shortlist(user_id, device, at_ms)
         t = time.perf_counter()
+        assert self.reranker is not None, "a shortlist-only pipeline (no reranker) cannot recommend"
         result = self.reranker.rerank(user_id, short.rerank_candidates(), short.context, q, client=client)
         timings = {**short.timings_ms, "rerank": _ms(t)}
         timings["total"] = _ms(started)

@@ -66,7 +66,16 @@ def _terminate(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _without_deprecations(warnings.showwarning)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    # Only a command that parses the rest of the line itself (a benchmark) takes what is left over.
+    if rest and not hasattr(args, "passthrough"):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if rest:
+        args.passthrough = rest
+    if not args.verbose:
+        # TensorFlow's C++ start-up notices (CPU instructions, no GPU driver) say nothing to a user; read at its import.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     signal.signal(signal.SIGTERM, _terminate)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

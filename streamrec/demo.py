@@ -20,7 +20,8 @@ WORLD_END_MARGIN_MS = 3_600_000
 
 class Steps:
     def __init__(self, total: int):
-        self.total, self.n, self.t0 = total, 0, None
+        self.total, self.n = total, 0
+        self.t0: float | None = None
 
     def __call__(self, title: str) -> None:
         self.done()
@@ -59,12 +60,12 @@ def consume_summary(settings: Settings) -> dict:
 def latest_event_per_user(events_path: Path, until_ms: int | None = None) -> dict[str, int]:
     """Each user's latest event time, among events at or before ``until_ms`` (the validator sends later ones to
     the DLQ as from the future, so they never reach the features)."""
+    from features.offline import read_event_log
+
     latest: dict[str, int] = {}
-    with events_path.open() as f:
-        for line in f:
-            e = json.loads(line)
-            if until_ms is None or e["ts"] <= until_ms:
-                latest[e["user_id"]] = max(latest.get(e["user_id"], 0), e["ts"])
+    for e in read_event_log(events_path):
+        if until_ms is None or e["ts_ms"] <= until_ms:
+            latest[e["user_id"]] = max(latest.get(e["user_id"], 0), e["ts_ms"])
     return latest
 
 
@@ -182,7 +183,9 @@ def _title(item: dict) -> str:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     import pandas as pd
 
-    from features.store import FeatureStoreClient, event_times
+    from features.catalog import load_items
+    from features.offline import read_event_log
+    from features.store import FeatureStoreClient
     from features.stream_job import StreamPaths, summarize_stats
     from infra import stack
     from models.cli import print_evaluation
@@ -215,9 +218,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     step("Feast: register the feature repo, load the catalog and user profiles")
     store = FeatureStoreClient(settings)
     store.apply()
-    events = pd.read_json(world / "events.jsonl", lines=True, dtype=False, convert_dates=False)
+    events = pd.DataFrame(read_event_log(world / "events.jsonl"), columns=["user_id", "item_id", "ts_ms"])
     print(f"   items: {store.load_catalog(world / 'items.jsonl')}; "
-          f"profiles: {store.build_profiles(events, cut=event_times(events['ts']).max())}")
+          f"profiles: {store.build_profiles(events, cut=pd.Timestamp(events['ts_ms'].max(), unit='ms', tz='UTC'))}")
 
     step("replay the event log into Kafka, read it back")
     print(f"   {replay(settings, world / 'events.jsonl').summary()}")
@@ -245,7 +248,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     step("recommend API (and its web page) and the ingest endpoint up; recommendations now")
     stack.up(settings, only=["ingest", "api"])
     headers = show_tokens(settings, sample[0])
-    items = [json.loads(line) for line in (world / "items.jsonl").open()]
+    items = list(load_items(world / "items.jsonl").values())
     for user in sample:
         show_recommendations(recommend(settings, headers, user, wait_rerank_s=args.rerank_wait))
 

@@ -14,17 +14,17 @@ import math
 import re
 import sys
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import jiter
 import msgspec
 
 from streamrec.ids import ID_PATTERN, ID_PATTERN_PY, MAX_ID_CHARS, id_problem
 
-EVENT_TYPES = ("click", "watch")
+EventType = Literal["click", "watch"]
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 MAX_DEVICE_CHARS = 64
 # Earliest accepted event time, 1990-01-01 (MovieLens starts in 1995): anything before
 # is almost surely epoch *seconds* sent where milliseconds are expected.
@@ -32,9 +32,6 @@ MIN_TS_MS = 631_152_000_000
 # One watch cannot last longer than a day: a bound on what is physically possible keeps every
 # decayed sum finite (two watches of 1e308 s once overflowed them to inf and stopped the job).
 MAX_WATCH_SECONDS = 86_400
-
-REQUIRED = frozenset({"event_id", "event_type", "user_id", "item_id", "ts", "device", "session_id"})
-ALLOWED = REQUIRED | {"watch_seconds", "context"}
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -51,34 +48,31 @@ class InvalidEvent(ValueError):
         self.detail = detail
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN_PY)]
+
+
+class Event(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A valid event: the one declaration of its fields, which the wire type (``_Wire``) and the field sets are
+    made from. Laid out as its canonical JSON object: ``ts`` is ``ts_ms`` (epoch ms), absent optionals omitted.
+
+    The annotations are the wire's checks (msgspec makes them as it decodes, ``_vouch``); constructing an
+    Event checks nothing, so only ``parse_event`` makes them. A msgspec Struct, not a frozen dataclass: it is
+    built in C on the hot path, and written as canonical JSON by itself.
+    """
+
     event_id: str
-    event_type: str
-    user_id: str
-    item_id: str
-    ts_ms: int
-    device: str
-    session_id: str
-    watch_seconds: float | None = None
+    event_type: EventType
+    user_id: _Id
+    item_id: _Id
+    ts_ms: int = msgspec.field(name="ts")
+    device: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_DEVICE_CHARS)]
+    session_id: _Id
+    watch_seconds: int | float | None = None
     context: dict | None = None
 
     def to_dict(self) -> dict:
         """The canonical JSON object: ``ts`` as epoch ms, absent optionals omitted."""
-        d = {
-            "event_id": self.event_id,
-            "event_type": self.event_type,
-            "user_id": self.user_id,
-            "item_id": self.item_id,
-            "ts": self.ts_ms,
-            "device": self.device,
-            "session_id": self.session_id,
-        }
-        if self.watch_seconds is not None:
-            d["watch_seconds"] = self.watch_seconds
-        if self.context is not None:
-            d["context"] = self.context
-        return d
+        return msgspec.to_builtins(self)
 
     def to_json_bytes(self) -> bytes:
         """Canonical UTF-8 JSON: sorted keys, no spaces; ``parse_event`` of it gives back an equal Event.
@@ -90,51 +84,12 @@ class Event:
         ws, context = self.watch_seconds, self.context
         if (type(ws) is float and _written_differently(ws)) or (context and _find_float(context, _written_differently)):
             return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-        return _encode_canonical(_Canonical(
-            self.event_id, self.event_type, self.user_id, self.item_id, self.ts_ms, self.device, self.session_id,
-            self.watch_seconds, self.context,
-        ))
+        return _encode_canonical(self)
 
 
-class _Unfrozen:
-    """An Event's slots without its freeze: see ``_event``."""
-
-    __slots__ = Event.__slots__
-
-
-def _event(event_id, event_type, user_id, item_id, ts_ms, device, session_id, watch_seconds, context) -> Event:
-    """``Event(...)`` at a fraction of the cost, for the hot path.
-
-    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``, several
-    times slower than a plain store; so plain stores fill an instance of the same slot layout,
-    which then becomes the Event.
-    """
-    e = _Unfrozen()
-    e.event_id = event_id
-    e.event_type = event_type
-    e.user_id = user_id
-    e.item_id = item_id
-    e.ts_ms = ts_ms
-    e.device = device
-    e.session_id = session_id
-    e.watch_seconds = watch_seconds
-    e.context = context
-    e.__class__ = Event
-    return e
-
-
-class _Canonical(msgspec.Struct, omit_defaults=True):
-    """An Event laid out as its canonical JSON object."""
-
-    event_id: str
-    event_type: str
-    user_id: str
-    item_id: str
-    ts: int
-    device: str
-    session_id: str
-    watch_seconds: float | None = None
-    context: dict | None = None
+_FIELDS = msgspec.structs.fields(Event)
+REQUIRED = frozenset(f.encode_name for f in _FIELDS if f.required)
+ALLOWED = frozenset(f.encode_name for f in _FIELDS)
 
 
 _encode_canonical = msgspec.json.Encoder(order="sorted").encode
@@ -202,6 +157,9 @@ def _show(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+_CONTAINERS: dict[type, str] = {dict: "object", list: "array"}
+
+
 def _got(value: Any) -> str:
     """How a detail names a wrong value: its JSON type, and the value itself when it is short."""
     if value is None:
@@ -212,7 +170,7 @@ def _got(value: Any) -> str:
         return f"number {value}"
     if type(value) is str:
         return f"string {_show(value)}"
-    return {dict: "object", list: "array"}.get(type(value), type(value).__name__)
+    return _CONTAINERS.get(type(value), type(value).__name__)
 
 
 def _string(obj: dict, name: str) -> str:
@@ -287,25 +245,20 @@ def parse_event(
     return _vouch(data, now_ms, max_future_skew_s) or _validate(data, now_ms, max_future_skew_s)
 
 
-_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN_PY)]
+def _wire_field(f: msgspec.structs.FieldInfo) -> tuple:
+    """An Event field as sent: ``ts`` may be ISO-8601 text too; an optional may be absent (UNSET), which the
+    key count in ``_vouch`` must tell from null."""
+    if f.name == "ts_ms":
+        return f.encode_name, int | str
+    return (f.encode_name, f.type) if f.required else (f.encode_name, f.type | msgspec.UnsetType, msgspec.UNSET)
 
 
-class _Wire(msgspec.Struct, forbid_unknown_fields=True):
-    """An event as sent, with every check msgspec can make in C while it decodes."""
-
-    event_id: str
-    event_type: Literal["click", "watch"]
-    user_id: _Id
-    item_id: _Id
-    ts: int | str
-    device: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_DEVICE_CHARS)]
-    session_id: _Id
-    # UNSET: the key is absent, which the key count below must tell from null.
-    watch_seconds: int | float | None | msgspec.UnsetType = msgspec.UNSET
-    context: dict | None | msgspec.UnsetType = msgspec.UNSET
-
-
-_decode_wire = msgspec.json.Decoder(_Wire).decode
+_Wire = msgspec.defstruct(
+    "_Wire", [_wire_field(f) for f in _FIELDS], forbid_unknown_fields=True, module=__name__,
+    namespace={"__doc__": "An event as sent, with every check msgspec can make in C while it decodes."},
+)
+# Any: _Wire's fields are made at import time, which a type checker cannot see.
+_decode_wire: Callable[[bytes], Any] = msgspec.json.Decoder(_Wire).decode
 # jiter refuses numbers of more than 4300 digits and nesting deeper than 200, where msgspec
 # goes on; input long enough, or with brackets enough, to hold either is left to the precise path.
 _VOUCH_MAX_BYTES = 4300
@@ -342,7 +295,7 @@ def _vouch(data: bytes, now_ms: int, max_future_skew_s: float) -> Event | None:
             return None
     elif type(watch_seconds) not in (int, float) or not 0 <= watch_seconds <= MAX_WATCH_SECONDS:
         return None
-    return _event(
+    return Event(
         wire.event_id.lower(), wire.event_type, wire.user_id, wire.item_id, ts_ms, wire.device, wire.session_id,
         watch_seconds, None if context is msgspec.UNSET else context,
     )
@@ -405,7 +358,7 @@ def _validate(data: bytes, now_ms: int, max_future_skew_s: float) -> Event:
         if _find_float(context, _is_infinite):
             raise InvalidEvent("number_out_of_range", "context: holds a number beyond a float's range")
 
-    return _event(
+    return Event(
         event_id.lower(),
         event_type,
         _id(obj, "user_id"),

@@ -16,7 +16,6 @@ import math
 import threading
 import time
 from contextlib import asynccontextmanager
-from typing import Annotated
 
 import msgspec
 from fastapi import Depends, FastAPI, Request, Response
@@ -178,7 +177,8 @@ def create_ingest_app(settings: Settings) -> FastAPI:
             await run_in_threadpool(publisher.close)
 
     app = FastAPI(title="streamrec ingest", lifespan=lifespan)
-    app.openapi = lambda: _with_event_schema(app)
+    # FastAPI's documented way to customize the schema; its class types openapi as a plain method
+    app.openapi = lambda: _with_event_schema(app)  # type: ignore[method-assign]
     app.add_middleware(QueryLimit)
     # The recommend API's page (serving.web) publishes from the browser, from another port: another origin.
     app.add_middleware(CORSMiddleware, allow_origins=page_origins(settings), allow_methods=["POST"],
@@ -228,7 +228,7 @@ def create_ingest_app(settings: Settings) -> FastAPI:
     @app.get("/healthz", response_model=IngestHealth, response_model_exclude_none=True,
              responses={**auth.responses(), 503: {"model": IngestHealth, "description": "unhealthy: events cannot be published"}},
              openapi_extra=auth.optional_security())
-    def healthz(response: Response, caller: Annotated[Principal | None, Depends(auth.caller_if_any())]) -> IngestHealth:
+    def healthz(response: Response, caller: Principal | None = Depends(auth.caller_if_any())) -> IngestHealth:  # noqa: B008
         """``ok``, or ``unhealthy`` (503) while no producer can be opened since a batch failed; with an
         ``ops:read`` token, also the counts of events accepted and rejected."""
         health = IngestHealth(status="ok")

@@ -343,7 +343,7 @@ def kafka_client_options(raw: Mapping[str, str]) -> dict:
 
     Values arrive as strings; each is converted to the type of kafka-python's default.
     """
-    out = {}
+    out: dict[str, object] = {}
     for key, value in raw.items():
         name = key.replace(".", "_")
         if name in RESERVED_CLIENT_OPTIONS:
@@ -446,6 +446,7 @@ def topic_offsets(cfg: KafkaConfig, topics: Iterable[str]) -> tuple[Offsets, Off
             if attempt > RETRIES:
                 raise KafkaSourceError(f"cannot read the offsets of {', '.join(topics)} from {cfg.bootstrap_servers}: {e}") from e
             time.sleep(RETRY_BACKOFF_S * attempt)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _topic_offsets(cfg: KafkaConfig, topics: tuple[str, ...]) -> tuple[Offsets, Offsets]:
@@ -651,7 +652,8 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
             group.expect = tuple((t, p, *f) for t, p, f in expect if f is not None)
         return groups
 
-    def read(self, partition: KafkaRanges) -> Iterator[pa.RecordBatch]:
+    def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
+        assert isinstance(partition, KafkaRanges)  # Spark hands back what partitions() returned
         schema = to_arrow_schema(self._schema, timezone="UTC")
         for records in fetch_ranges(self._opts, partition):
             yield records_to_batch(records, schema, self._opts.include_headers)

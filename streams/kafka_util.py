@@ -14,8 +14,17 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
+from streamrec.addresses import LOOPBACK, host_port
 from streamrec.config import KafkaConfig
 from streamrec.errors import UserError
+
+KAFKA_PORT = 9092
+
+
+def single_local_broker(cfg: KafkaConfig) -> bool:
+    """One broker, on this machine: the embedded one (`infra up` runs it), not a cluster."""
+    servers = cfg.bootstrap_servers.split(",")
+    return len(servers) == 1 and host_port(servers[0], KAFKA_PORT)[0] in LOOPBACK
 
 
 def client_options(cfg: KafkaConfig) -> dict:

@@ -93,7 +93,7 @@ class MemoPartitioner(DefaultPartitioner):
     so most records find their key's hash here.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._hashes: dict[bytes, int] = {}
 
     def partition(self, topic, key, serialized_key, value, serialized_value, cluster):

@@ -11,14 +11,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from streamrec.config import ConfigError, Settings
+from streamrec.config import Settings
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 # The native Kafka source's columns; both sources yield exactly these.
 KAFKA_COLUMNS = ("key", "value", "topic", "partition", "offset", "timestamp", "timestampType")
-SOURCES = ("python", "kafka")
 
 
 def get_spark(settings: Settings, *, app_name: str = "streamrec", warehouse_dir: str | os.PathLike | None = None) -> SparkSession:
@@ -89,8 +88,6 @@ def kafka_stream(
     from streams.kafka_source import SOURCE_NAME
 
     source = settings.spark.source
-    if source not in SOURCES:
-        raise ConfigError(f"spark.source must be one of {', '.join(SOURCES)}, got {source!r}")
     topics = list(topics or [settings.kafka.events_topic])
     starting = starting_offsets if isinstance(starting_offsets, str) else json.dumps(starting_offsets)
     reader = (

@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
+from infra.process import free_port
+
 T = TypeVar("T")
 
 # Ids that ingest accepted and the API refused (the security probe's), with the validator's reason.
@@ -50,12 +52,6 @@ def run_cli(register: Callable, settings, *argv: str) -> int:
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return args.func(args, settings)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -68,6 +68,7 @@ class ALS:
 
     def score(self, user_idx: np.ndarray, item_idx: np.ndarray | None = None) -> np.ndarray:
         check_fitted(self, "user_f")
+        assert self.user_f is not None and self.item_f is not None  # set together by fit()
         pu = self.user_f[np.asarray(user_idx)]
         if item_idx is None:
             return pu @ self.item_f.T

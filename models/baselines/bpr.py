@@ -63,6 +63,8 @@ class BPR:
         return self
 
     def _step(self, u: np.ndarray, i: np.ndarray, positives: UserItems, rng: np.random.Generator) -> float:
+        # fit() sets the factors before its first step
+        assert self.user_f is not None and self.item_f is not None and self.item_b is not None
         j = rng.integers(0, len(self.item_b), len(u))
         clash = np.flatnonzero(positives.contains(u, j))
         for _ in range(_NEGATIVE_REDRAWS):
@@ -85,6 +87,7 @@ class BPR:
 
     def score(self, user_idx: np.ndarray, item_idx: np.ndarray | None = None) -> np.ndarray:
         check_fitted(self, "user_f")
+        assert self.user_f is not None and self.item_f is not None and self.item_b is not None  # set together by fit()
         pu = self.user_f[np.asarray(user_idx)]
         if item_idx is None:
             return pu @ self.item_f.T + self.item_b

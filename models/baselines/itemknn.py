@@ -78,5 +78,6 @@ class ItemKNN:
 
     def score(self, user_idx: np.ndarray, item_idx: np.ndarray | None = None) -> np.ndarray:
         check_fitted(self, "sim")
+        assert self.seen is not None and self.sim is not None  # set together by fit()
         # dense rows times dense sim: a BLAS product, several times faster here than scipy's sparse x dense one
         return pick(self.seen[np.asarray(user_idx)].toarray() @ self.sim, item_idx)

@@ -17,5 +17,6 @@ class MostPopular:
 
     def score(self, user_idx: np.ndarray, item_idx: np.ndarray | None = None) -> np.ndarray:
         check_fitted(self, "counts")
+        assert self.counts is not None
         full = np.broadcast_to(self.counts, (len(user_idx), len(self.counts)))
         return pick(full, item_idx).copy()

@@ -27,6 +27,9 @@ as ``models.train`` sets it too). Keras is imported at ``fit``, so importing thi
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
@@ -63,7 +66,7 @@ class SASRec:
         self.max_len, self.dim, self.blocks, self.heads, self.dropout = max_len, dim, blocks, heads, dropout
         self.negatives = negatives
         self.epochs, self.batch_size, self.lr, self.seed, self.progress = epochs, batch_size, lr, seed, progress
-        self.encoder = None  # keras model: (B, max_len) item codes + 1 -> (B, max_len, dim)
+        self.encoder: Callable[..., Any] | None = None  # keras model: (B, max_len) item codes + 1 -> (B, max_len, dim)
         self.item_e: np.ndarray | None = None  # (n_items, dim) output embeddings
         self.recent: np.ndarray | None = None  # (n_users, max_len) each user's last train items + 1, left-padded 0
         self.losses: list[float] = []  # mean training loss per epoch
@@ -82,6 +85,7 @@ class SASRec:
         self.encoder, model, embedding = _build(n_items, self.max_len, self.dim, self.blocks, self.heads, self.dropout,
                                                 self.negatives, self.seed)
         weights = (y > 0).astype(np.float32)  # a padded target gets weight 0
+        inputs: np.ndarray | list[np.ndarray]
         if self.negatives is None:  # full softmax: targets are item codes 0..n_items-1
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
             inputs, targets = x, np.maximum(y - 1, 0)
@@ -99,6 +103,7 @@ class SASRec:
 
     def score(self, user_idx: np.ndarray, item_idx: np.ndarray | None = None) -> np.ndarray:
         check_fitted(self, "item_e")
+        assert self.encoder is not None and self.recent is not None and self.item_e is not None  # set by fit()
         users = np.asarray(user_idx)
         h = np.concatenate([
             np.asarray(self.encoder(self.recent[users[lo:lo + _SCORE_BATCH]], training=False))[:, -1, :]

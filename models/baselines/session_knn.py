@@ -45,4 +45,5 @@ class SessionKNN:
 
     def score(self, user_idx: np.ndarray, item_idx: np.ndarray | None = None) -> np.ndarray:
         check_fitted(self, "sim")
+        assert self.recent is not None and self.sim is not None  # set together by fit()
         return pick(self.recent[np.asarray(user_idx)].toarray() @ self.sim, item_idx)

@@ -113,7 +113,7 @@ class CandidateGenerator:
         config: MixerConfig = MixerConfig(), timezone: str = "UTC",
     ) -> CandidateGenerator:
         """Learn from a labelled event log (``models.retrieval.log.load_event_log``) and the item catalog
-        (item_id -> record with ``genres``, as ``features.offline.load_items`` reads it).
+        (item_id -> record with ``genres``, as ``features.catalog.load_items`` reads it).
 
         Events on items outside the catalog are dropped (they could never be served); ``info`` counts them.
         ``timezone`` (``settings.features.timezone``) places each watch in its day-part and weekend.
@@ -176,6 +176,7 @@ class CandidateGenerator:
         if n_content:
             # A known user's established items are MF's to place: the content slots go to items MF has not learned.
             skip = banned | ~self.new_items if row is not None else banned
+            assert affinity is not None  # n_content is 0 without it
             self._take(out, "content", content_scores(self.genres, affinity), n_content, banned, skip)
         _, popular = self.popularity.scores(context)
         self._take(out, "popular", popular, k - len(out), banned)

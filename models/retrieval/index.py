@@ -112,7 +112,8 @@ class _Index:
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        np.savez(directory / "index.npz", **self._arrays())
+        # numpy's stub types savez's **kwds apart from allow_pickle: bool, and mypy matches a dict against both
+        np.savez(directory / "index.npz", **self._arrays())  # type: ignore[arg-type]
         meta = {"version": _FORMAT_VERSION, "kind": self.kind, **self._params(), "item_ids": self.ids.tolist()}
         (directory / "index.json").write_text(json.dumps(meta), encoding="utf-8")
 
@@ -124,11 +125,8 @@ class _VectorIndex(_Index):
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if self.vectors.ndim != 2:
             raise UserError(f"item vectors must be (items, dim), got shape {self.vectors.shape}")
+        self.dim = self.vectors.shape[1]
         super().__init__(ids, len(self.vectors))
-
-    @property
-    def dim(self) -> int:
-        return self.vectors.shape[1]
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return {"vectors": self.vectors}
@@ -138,14 +136,14 @@ class ExactIndex(_VectorIndex):
     kind = "exact"
 
     def search(
-        self, queries: np.ndarray, k: int, exclude: Sequence[Sequence[int]] | None = None
+        self, queries: np.ndarray, k: int, exclude: Sequence[Sequence[int] | np.ndarray] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """(codes, scores), each (n_queries, k); ``exclude[q]``: codes query q must not get."""
         return exact_search(self.vectors, self._check_query(queries, k, exclude), k, exclude)
 
 
 def exact_search(
-    vectors: np.ndarray, queries: np.ndarray, k: int, exclude: Sequence[Sequence[int]] | None = None
+    vectors: np.ndarray, queries: np.ndarray, k: int, exclude: Sequence[Sequence[int] | np.ndarray] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """``ExactIndex.search`` on bare float32 arrays (unchecked)."""
     n = len(vectors)
@@ -167,7 +165,7 @@ def exact_search(
     return codes, scores
 
 
-def _mask(scores: np.ndarray, exclude: Sequence[Sequence[int]]) -> None:
+def _mask(scores: np.ndarray, exclude: Sequence[Sequence[int] | np.ndarray]) -> None:
     lens = [len(e) for e in exclude]
     if sum(lens):
         rows = np.repeat(np.arange(len(exclude)), lens)
@@ -209,15 +207,15 @@ class IVFIndex(_VectorIndex):
         return cls(ids, vectors, centroids, nearest(vectors, centroids), min(nprobe, n_lists))
 
     def search(
-        self, queries: np.ndarray, k: int, exclude: Sequence[Sequence[int]] | None = None
+        self, queries: np.ndarray, k: int, exclude: Sequence[Sequence[int] | np.ndarray] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         queries = self._check_query(queries, k, exclude)
         codes = np.full((len(queries), k), -1, np.int64)
         scores = np.full((len(queries), k), -np.inf, np.float32)
         nprobe = self.nprobe
-        lists = queries @ self.centroids.T
+        centroid_scores = queries @ self.centroids.T
         if nprobe < len(self.centroids):
-            lists = np.argpartition(-lists, nprobe - 1, axis=1)[:, :nprobe]
+            lists = np.argpartition(-centroid_scores, nprobe - 1, axis=1)[:, :nprobe]
         else:
             lists = np.tile(np.arange(nprobe), (len(queries), 1))
         for q, probes in enumerate(lists):
@@ -278,16 +276,19 @@ class FaissIVFIndex(_Index):
         n_lists = n_lists or max(1, round(math.sqrt(len(vectors))))
         if not 1 <= n_lists <= len(vectors):
             raise UserError(f"n_lists must be in 1..{len(vectors)} (the number of items), got {n_lists}")
-        if nprobe is None and queries is None:
+        if not nprobe and queries is None:
             raise UserError("a faiss IVF index needs nprobe, or queries to choose it by recall")
         index = faiss.index_factory(vectors.shape[1], f"IVF{n_lists},Flat", faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
         index.train(vectors)
         index.add(vectors)
-        return cls(ids, index, nprobe or _tuned_nprobe(index, vectors, queries, k, target_recall, seed))
+        if not nprobe:
+            assert queries is not None  # checked above
+            nprobe = _tuned_nprobe(index, vectors, queries, k, target_recall, seed)
+        return cls(ids, index, nprobe)
 
     def search(
-        self, queries: np.ndarray, k: int, exclude: Sequence[Sequence[int]] | None = None
+        self, queries: np.ndarray, k: int, exclude: Sequence[Sequence[int] | np.ndarray] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         queries = self._check_query(queries, k, exclude)
         if exclude is None:
@@ -344,7 +345,7 @@ def _tuned_nprobe(index, vectors: np.ndarray, queries: np.ndarray, k: int, targe
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
     """Mean over rows of the share of each row's true codes (>= 0) that ``found`` holds."""
-    shares = [np.intersect1d(f[f >= 0], t[t >= 0]).size / max(1, np.count_nonzero(t >= 0))
+    shares = [np.intersect1d(f[f >= 0], t[t >= 0]).size / max(1, int(np.count_nonzero(t >= 0)))
               for f, t in zip(found, truth)]
     return float(np.mean(shares))
 

@@ -1,7 +1,8 @@
-"""The event log as retrieval needs it: every field of the event contract plus ``models.data``'s ``label``.
+"""The labelled event log: every field of the event contract (``context`` aside) plus ``models.data``'s ``label``.
 
-``models.data.load_interactions`` keeps only what the recommenders read; retrieval also needs ``device`` (context
-popularity) and ``event_id`` / ``session_id`` (the feature fold that gives a user's live affinities).
+Read through the one reader of event logs, ``features.offline.read_event_log``. The recommenders use the ids, time,
+type and watch time; retrieval also needs ``device`` (context popularity) and ``event_id`` / ``session_id`` (the
+feature fold that gives a user's live affinities).
 """
 from __future__ import annotations
 
@@ -20,9 +21,6 @@ def load_event_log(
 ) -> pd.DataFrame:
     """One row per valid event (an invalid line is a UserError naming it); ``items`` (item_id -> record with
     ``duration_minutes``) is needed only when ``min_watch_fraction`` > 0."""
-    events_path = Path(events_path)
-    if not events_path.is_file():
-        raise UserError(f"{events_path}: no such file")
     events = pd.DataFrame(read_event_log(events_path))
     if events.empty:
         raise UserError(f"{events_path}: the event log has no events")
@@ -30,5 +28,5 @@ def load_event_log(
     if min_watch_fraction > 0:
         if items is None:
             raise UserError("min_watch_fraction > 0 needs the items catalog for title durations")
-        durations = pd.Series({i: 60.0 * r["duration_minutes"] for i, r in items.items()}, dtype=float)
+        durations = 60.0 * pd.Series({i: r["duration_minutes"] for i, r in items.items()}, dtype=float)  # null: NaN
     return label_positives(events.drop(columns="context"), durations, min_watch_fraction)

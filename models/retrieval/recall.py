@@ -114,7 +114,8 @@ def _evaluate(generator: CandidateGenerator, asked: dict, truth: pd.Series, seen
     report: dict = {}
     n_new = sum(len(t & new_items) for t in truth)
     for k in ks:
-        recalls, sources, new_hits = [], {}, 0
+        recalls, new_hits = [], 0
+        sources: dict[str, int] = {}
         for user_id, wanted in truth.items():
             live, context, _ = asked[user_id]
             found = generator.candidates(None if anonymous else user_id, live, context, k, seen.get(user_id, ()))

@@ -29,6 +29,7 @@ def mips_vectors(bpr: BPR) -> tuple[np.ndarray, np.ndarray]:
     """(user vectors, item vectors) whose inner product is BPR's score <p_u, q_i> + b_i: the item bias rides in
     one extra dimension, against a constant 1 on the user side."""
     check_fitted(bpr, "user_f")
+    assert bpr.user_f is not None and bpr.item_f is not None and bpr.item_b is not None  # set together by fit()
     users = np.hstack([bpr.user_f, np.ones((len(bpr.user_f), 1), np.float32)])
     items = np.hstack([bpr.item_f, bpr.item_b[:, None]])
     return users, items

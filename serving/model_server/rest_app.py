@@ -203,7 +203,9 @@ def _rows(outputs: Mapping[str, np.ndarray]) -> list:
             f"outputs have different batch sizes {sizes}; use the columnar format ('inputs') for this model",
         )
     columns = {name: _json_value(name, array) for name, array in outputs.items()}
-    return [{name: column[i] for name, column in columns.items()} for i in range(next(iter(sizes.values())))]
+    n_rows = next(iter(sizes.values()))
+    assert n_rows is not None  # checked above
+    return [{name: column[i] for name, column in columns.items()} for i in range(n_rows)]
 
 
 def _columnar(outputs: Mapping[str, np.ndarray]) -> Any:

@@ -13,11 +13,6 @@ import sys
 import threading
 from pathlib import Path
 
-import httpx
-
-from infra.process import Service
-from streamrec.config import Settings
-
 log = logging.getLogger(__name__)
 
 REAL_BINARY = "tensorflow_model_server"
@@ -72,32 +67,3 @@ def serve_builtin(repo: Path, name: str, host: str, grpc_port: int, rest_port: i
     finally:
         stop.set()
         grpc_server.stop(grace=5).wait()
-
-
-def model_server_service(settings: Settings, repo: Path | None = None) -> Service:
-    """The model server as a pid-file daemon (``infra.process``), answering once its REST port does."""
-    m = settings.model
-    repo = Path(repo) if repo is not None else settings.data_path / "model_repo"
-    argv = [
-        sys.executable, "-m", "serving.model_server",
-        "--repo", str(repo), "--name", m.name, "--grpc-port", str(m.grpc_port), "--rest-port", str(m.rest_port),
-    ]
-    probe_host = "127.0.0.1" if m.host in ("", "0.0.0.0") else m.host
-    status_url = f"http://{probe_host}:{m.rest_port}/v1/models/{m.name}"
-
-    def ready() -> bool:
-        try:
-            httpx.get(status_url, timeout=1.0)
-        except httpx.HTTPError:
-            return False
-        return True  # any answer, even NOT_FOUND before a first version exists, means it is up
-
-    return Service(
-        name="model-server",
-        argv=argv,
-        ready=ready,
-        data_dir=settings.data_path,
-        # The settings the flags do not carry; the child reads them from its environment.
-        env={"STREAMREC_MODEL__HOST": m.host, "STREAMREC_MODEL__POLL_SECONDS": str(m.poll_seconds)},
-        start_timeout_s=120.0,
-    )

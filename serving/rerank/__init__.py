@@ -10,7 +10,7 @@
 | ``intent_scoring`` | the scored decoder: an intent's fields from next-token probabilities |
 | ``reasons`` | reasons of facts only (``fact_reason``), and what a reason claims falsely (``false_claims``) |
 | ``intent_accuracy`` | the labelled requests (``labelled_requests.json``) and per-field accuracy |
-| ``bench_llm`` | ``streamrec bench llm``: decision latency and accuracy per model and decoder |
+| ``endpoint`` | which OpenAI-compatible endpoint is called (``resolve_endpoint``), the embedded models |
 | ``llm_client`` | one chat-completions call through the openai client (an answer, or the next token's top) |
 | ``cache`` | the bounded TTL LRU cache |
 | ``fairness`` | ``FairQueue``: one pending call per user and client, the per-client rate limit |

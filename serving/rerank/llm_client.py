@@ -2,7 +2,7 @@
 next token's likeliest alternatives after a prefilled answer (``next_tokens``, for scored intents).
 
 The same code talks to OpenAI, any OpenAI-compatible server and the embedded llama-server;
-``infra.llm.resolve_endpoint`` decides which from the settings. No retries: the re-ranker has a
+``serving.rerank.endpoint.resolve_endpoint`` decides which from the settings. No retries: the re-ranker has a
 latency budget and a W&D fallback, so a failed call is reported, not repeated.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import openai
 from openai import OpenAI
 
-from infra.llm import resolve_endpoint
+from serving.rerank.endpoint import resolve_endpoint
 from streamrec.config import Settings
 
 # OpenAI's maximum; llama-server returns as many. Enough to see every allowed value's first token.

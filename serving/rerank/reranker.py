@@ -25,14 +25,13 @@ intent is re-applied to the current candidates and context on every hit.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import get_args
 
-from infra.llm import is_embedded
+from serving.metrics import RerankMetrics
 from serving.rerank.cache import TTLCache
 from serving.rerank.context import (
     Candidate,
@@ -40,6 +39,7 @@ from serving.rerank.context import (
     candidate_set_hash,
     context_signature,
 )
+from serving.rerank.endpoint import is_embedded
 from serving.rerank.fairness import FairQueue
 from serving.rerank.intent import Intent, rescore
 from serving.rerank.intent_scoring import context_masses, score_intent
@@ -57,12 +57,11 @@ from serving.rerank.validate import (
     parse_intent,
     parse_ranking,
 )
-from streamrec.config import ConfigError, Settings
+from streamrec.config import LLMMode, Settings
 
 log = logging.getLogger(__name__)
 
-MODES = ("intent", "listwise")
-DECODERS = ("auto", "scored", "generated")
+MODES = get_args(LLMMode)
 STATUSES = ("applied", "cached", "timeout", "error", "invalid_output", "refusal", "empty", "overloaded", "busy",
             "rate_limited", "disabled")
 APPLIED = ("applied", "cached")
@@ -70,12 +69,12 @@ APPLIED = ("applied", "cached")
 # they are cached too and served as the W&D order with their status: a situation whose intent asks for nothing
 # must not cost a call on every request and every worker refresh.
 SETTLED = ("empty", "invalid_output")
-LATENCY_BUCKETS_MS = (100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 # Output token caps: an intent is ~50 tokens; a listwise entry (id, reason) up to ~45.
 INTENT_MAX_TOKENS = 120
 LISTWISE_TOKENS_PER_ITEM = 48
 
-Proposal = Intent | tuple[tuple[str, str], ...] | str  # str: a SETTLED status
+Applicable = Intent | tuple[tuple[str, str], ...]  # an intent, or a ranking of (item id, reason)
+Proposal = Applicable | str  # str: a SETTLED status
 
 
 @dataclass(frozen=True)
@@ -101,7 +100,7 @@ class RerankResult:
 @dataclass(frozen=True)
 class _Outcome:
     status: str  # "applied" or a failure status
-    proposal: Proposal | None = None
+    proposal: Applicable | None = None
 
 
 def _scored_completion(calls: list[NextTokens]) -> Completion:
@@ -110,59 +109,11 @@ def _scored_completion(calls: list[NextTokens]) -> Completion:
                       completion_tokens=len(calls), latency_ms=sum(c.latency_ms for c in calls))
 
 
-class RerankStats:
-    """In-process counters for the API's metrics endpoint; ``snapshot`` reads them consistently."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._results: Counter[str] = Counter()  # by status
-        self._calls: Counter[str] = Counter()  # LLM calls by outcome: ok or a failure status
-        self._latency_counts = [0] * (len(LATENCY_BUCKETS_MS) + 1)  # last: above every bucket
-        self._latency_sum_ms = 0.0
-        self._tokens: Counter[str] = Counter()
-
-    def record_result(self, status: str) -> None:
-        with self._lock:
-            self._results[status] += 1
-
-    def record_call(self, outcome: str, completion: Completion | None) -> None:
-        with self._lock:
-            self._calls[outcome] += 1
-            if completion is not None:
-                bucket = next((i for i, le in enumerate(LATENCY_BUCKETS_MS) if completion.latency_ms <= le),
-                              len(LATENCY_BUCKETS_MS))
-                self._latency_counts[bucket] += 1
-                self._latency_sum_ms += completion.latency_ms
-                self._tokens["prompt"] += completion.prompt_tokens
-                self._tokens["completion"] += completion.completion_tokens
-
-    def snapshot(self) -> dict:
-        """``applied``/``fallbacks``: results by status; ``calls``: LLM calls by outcome;
-        ``llm_latency_ms``: Prometheus-style cumulative histogram of answered calls."""
-        with self._lock:
-            cumulative, total = [], 0
-            for count in self._latency_counts:
-                total += count
-                cumulative.append(total)
-            return {
-                "applied": {s: self._results[s] for s in APPLIED},
-                "fallbacks": {s: self._results[s] for s in STATUSES if s not in APPLIED},
-                "calls": dict(self._calls),
-                "llm_latency_ms": {"le": list(LATENCY_BUCKETS_MS) + [float("inf")], "counts": cumulative,
-                                   "sum": self._latency_sum_ms, "count": total},
-                "tokens": dict(self._tokens),
-            }
-
-
 class Reranker:
     def __init__(self, settings: Settings, *, workers: int = 2, max_pending: int = 8,
                  llm_calls_per_minute: int = 20, cache_entries: int = 10_000, cache_ttl_s: float = 900.0):
         """``llm_calls_per_minute``: new LLM calls a client may start per minute (0: no limit)."""
         llm = settings.llm
-        if llm.mode not in MODES:
-            raise ConfigError(f"llm.mode must be one of {', '.join(MODES)}, got {llm.mode!r}")
-        if llm.intent_decoder not in DECODERS:
-            raise ConfigError(f"llm.intent_decoder must be one of {', '.join(DECODERS)}, got {llm.intent_decoder!r}")
         self.mode = llm.mode
         self.decoder = llm.intent_decoder
         if self.decoder == "auto":
@@ -172,7 +123,7 @@ class Reranker:
         self.request_budget_s = llm.request_budget_ms / 1000.0
         self._client = LLMClient.from_settings(settings) if self.enabled else None
         self.model = self._client.model if self._client else ""
-        self.stats = RerankStats()
+        self.metrics = RerankMetrics()
         self._cache: TTLCache[Proposal] = TTLCache(cache_entries, cache_ttl_s)
         self._priors: TTLCache[dict] = TTLCache(cache_entries, cache_ttl_s)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rerank")
@@ -257,7 +208,7 @@ class Reranker:
             return self._ask(key, candidates, context, q)
         except Exception:  # a bug here must still end in the W&D order, not a failed request
             log.exception("re-rank call failed unexpectedly")
-            self.stats.record_call("error", None)
+            self.metrics.record_call("error", None)
             return _Outcome("error")
         finally:
             self._queue.release(key)
@@ -271,32 +222,35 @@ class Reranker:
             messages = listwise_messages(candidates, context, q)
             fmt = listwise_format([c.item_id for c in candidates])
             max_tokens = LISTWISE_TOKENS_PER_ITEM * min(len(candidates), MAX_RANKED) + 32
+        assert self._client is not None  # calls are made only when enabled, which creates the client
         try:
             completion = self._client.complete(messages, fmt, max_tokens)
         except LLMError as e:
             log.warning("re-rank LLM call failed: %s", e)
-            self.stats.record_call(e.kind, None)
+            self.metrics.record_call(e.kind, None)
             return _Outcome(e.kind)
         try:
             if self.mode == "intent":
-                proposal: Proposal = parse_intent(completion.text, request_text(q), completion.refusal)
+                proposal: Applicable = parse_intent(completion.text, request_text(q), completion.refusal)
             else:
                 proposal = tuple(parse_ranking(completion.text, candidates, completion.refusal,
                                                context=context, request=request_text(q)))
         except InvalidOutput as e:
             log.warning("re-rank LLM answer unusable (finish_reason %s): %s", completion.finish_reason, e)
-            self.stats.record_call(e.reason, completion)
+            self.metrics.record_call(e.reason, completion)
             return self._settle(key, e.reason)
-        self.stats.record_call("ok", completion)
+        self.metrics.record_call("ok", completion)
         self._cache.put(key, proposal)
         return _Outcome("applied", proposal)
 
     def _ask_scored(self, key: tuple, context: LiveContext, q: str | None) -> _Outcome:
         calls: list[NextTokens] = []
+        client = self._client
+        assert client is not None  # calls are made only when enabled, which creates the client
 
         def asker(messages: list[dict]):
             def ask(answer_prefix: str) -> Sequence[tuple[str, float]]:
-                calls.append(self._client.next_tokens(messages, answer_prefix))
+                calls.append(client.next_tokens(messages, answer_prefix))
                 return calls[-1].top
             return ask
 
@@ -317,13 +271,13 @@ class Reranker:
             intent, _ = score_intent(asker(intent_messages(context, q)), request_text(q), prior)
         except LLMError as e:
             log.warning("re-rank LLM call failed: %s", e)
-            self.stats.record_call(e.kind, None)
+            self.metrics.record_call(e.kind, None)
             return _Outcome(e.kind)
         except InvalidOutput as e:
             log.warning("re-rank intent unusable: %s", e)
-            self.stats.record_call(e.reason, _scored_completion(calls))
+            self.metrics.record_call(e.reason, _scored_completion(calls))
             return self._settle(key, e.reason)
-        self.stats.record_call("ok", _scored_completion(calls))
+        self.metrics.record_call("ok", _scored_completion(calls))
         self._cache.put(key, intent)
         return _Outcome("applied", intent)
 
@@ -345,7 +299,7 @@ class Reranker:
             return self._fallback(candidates, outcome.status, start)
         return self._applied(outcome.proposal, candidates, context, "applied", start)
 
-    def _applied(self, proposal: Proposal, candidates: list[Candidate], context: LiveContext, status: str,
+    def _applied(self, proposal: Applicable, candidates: list[Candidate], context: LiveContext, status: str,
                  start: float, cache_age_s: float | None = None) -> RerankResult:
         if isinstance(proposal, Intent):
             scored = rescore(proposal, candidates, context)
@@ -365,7 +319,7 @@ class Reranker:
 
     def _finish(self, items: list[RankedItem], status: str, start: float, intent: Intent | None = None,
                 cache_age_s: float | None = None) -> RerankResult:
-        self.stats.record_result(status)
+        self.metrics.results.labels(status).inc()
         return RerankResult(
             items=tuple(items), applied=status in APPLIED, status=status,
             latency_ms=(time.monotonic() - start) * 1000.0, model=self.model, mode=self.mode, intent=intent,

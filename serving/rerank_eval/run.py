@@ -30,21 +30,20 @@ import numpy as np
 import pandas as pd
 
 from features.user_state import decay_features_to
-from infra.llm import resolve_endpoint
 from models.evaluate import scratch_settings
 from models.examples import context_inputs, item_inputs
 from models.paired_bootstrap import by_group, paired_lift
 from models.train import EventLog, fit, prepare
 from models.wide_deep import WideDeepConfig
-from serving.rerank.bench_llm import embedded_server
 from serving.rerank.context import Candidate, LiveContext, live_context
+from serving.rerank.endpoint import resolve_endpoint
 from serving.rerank.intent import Intent, rescore
 from serving.rerank.prompt import intent_key
-from serving.rerank.reranker import APPLIED, MODES, Reranker
+from serving.rerank.reranker import APPLIED, MODES, Reranker, RerankResult
 from serving.rerank_eval.lift import K, latency_summary, session_metrics
 from serving.rerank_eval.report import FULL_WEIGHT, ORACLE, write_report
 from serving.rerank_eval.sessions import held_out_sessions, read_sessions
-from streamrec.config import Settings
+from streamrec.config import LLMMode, Settings
 from streamrec.errors import UserError
 from streams.generator import DAY_MS, generate_world
 
@@ -54,7 +53,7 @@ METRICS = (f"ndcg@{K}", f"hr@{K}")
 @dataclass(frozen=True)
 class RerankOptions:
     seeds: tuple[int, ...] = (0, 1, 2)
-    modes: tuple[str, ...] = ("intent",)
+    modes: tuple[LLMMode, ...] = ("intent",)  # check() rejects any other name
     max_sessions: int | None = 300  # per seed and mode; listwise costs seconds a session
     users: int = 300
     items: int = 400
@@ -82,21 +81,20 @@ class RerankOptions:
 
 
 def run_rerank_evaluation(settings: Settings, out_dir: Path, options: RerankOptions) -> dict:
-    """Every seed's sessions, decisions and metrics, the mean over seeds; writes ``rerank.md``/``rerank.json``."""
+    """Every seed's sessions, decisions and metrics, the mean over seeds; writes ``rerank.md``/``rerank.json``.
+    The LLM endpoint of ``settings`` must answer (the CLI starts an embedded one: ``infra.llm.embedded_server``)."""
     options.check()
     if not settings.llm.enabled:
         raise UserError("the LLM re-rank is disabled (llm.enabled: false): there is nothing to measure")
     # The world's clock is UTC (its day-parts, weekends and context rules): features and prompts must read it so.
     settings = dataclasses.replace(settings, features=dataclasses.replace(settings.features, timezone="UTC"))
     rows, seeds = [], {}
-    # The embedded server (when it is the settings') on a port of its own, stopped afterwards.
-    with embedded_server(settings, "rerank-eval-llm") as settings:
-        endpoint, _, model = resolve_endpoint(settings)
-        started = time.monotonic()
-        _say(options, f"rerank: LLM {model} at {endpoint}; seeds {list(options.seeds)}, modes {list(options.modes)}")
-        for seed in options.seeds:
-            found, seeds[seed] = evaluate_seed(settings, seed, options, started)
-            rows += found
+    endpoint, _, model = resolve_endpoint(settings)
+    started = time.monotonic()
+    _say(options, f"rerank: LLM {model} at {endpoint}; seeds {list(options.seeds)}, modes {list(options.modes)}")
+    for seed in options.seeds:
+        found, seeds[seed] = evaluate_seed(settings, seed, options, started)
+        rows += found
     sessions = pd.DataFrame(rows)
     summary = {
         # The LLM settings as used (mode per run, decoder, timeout), never the key.
@@ -205,11 +203,11 @@ def _wd_scores(model, features: pd.DataFrame, catalog: pd.DataFrame, first_touch
     return [(ids[rows], flat[lo:hi]) for rows, lo, hi in zip(unseen, bounds, bounds[1:])]
 
 
-def decisions(settings: Settings, mode: str, chosen: pd.DataFrame, shortlists: list[Shortlist], seed: int,
+def decisions(settings: Settings, mode: LLMMode, chosen: pd.DataFrame, shortlists: list[Shortlist], seed: int,
               options: RerankOptions, started: float) -> list[dict]:
     """Each session's W&D order and re-ranked order under ``mode``, with the call's status and latency."""
     cfg = dataclasses.replace(settings, llm=dataclasses.replace(settings.llm, mode=mode))
-    shared: dict[str, object] = {}  # intent prompt -> the RerankResult of its one call
+    shared: dict[str, RerankResult] = {}  # intent prompt -> the RerankResult of its one call
     out = []
     with Reranker(cfg) as reranker:
         for n, (session, short) in enumerate(zip(chosen.itertuples(index=False), shortlists), 1):
@@ -304,7 +302,8 @@ def _intent_counts(rows: pd.DataFrame) -> dict:
 def _candidate(record: dict, wd: float) -> Candidate:
     year, minutes = record.get("year"), record.get("duration_minutes")
     return Candidate(record["item_id"], record["title"], tuple(record["genres"]),
-                     None if pd.isna(year) else int(year), None if pd.isna(minutes) else float(minutes), wd, wd)
+                     None if year is None or pd.isna(year) else int(year),
+                     None if minutes is None or pd.isna(minutes) else float(minutes), wd, wd)
 
 
 def _plain(row: dict) -> dict:

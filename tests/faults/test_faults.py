@@ -26,10 +26,9 @@ import pytest
 from features.store import FeatureStoreClient
 from features.stream_job import KILL_SWITCH_ENV, StreamPaths
 from infra import process, stack, supervisor
-from infra.apps import stream_service
+from infra.apps import model_server_service, stream_service
 from infra.broker import broker_service
 from infra.redis import redis_service
-from serving.model_server.server import model_server_service
 from streamrec.config import load_settings
 from streams.producer import EventProducer
 from tests.fixtures.serving_stack import build_stack, write_stack_config

@@ -14,9 +14,15 @@ from streamrec.vocabulary import GENRE_SLUGS
 T1 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 T2 = datetime(2024, 5, 2, 9, 30, tzinfo=UTC)  # the next day: another log partition
 
+
+def ms(iso: str) -> int:
+    return int(datetime.fromisoformat(iso).timestamp() * 1000)
+
 CATALOG = [
     {"item_id": "i1", "title": "Alien", "genres": ["Horror", "Sci-Fi"], "year": 1979, "duration_minutes": 117, "popularity": 0.9},
-    {"item_id": "i2", "title": "Toy Story", "genres": "Animation|Children's|Comedy", "year": 1995},
+    # no popularity, an unknown duration: null features
+    {"item_id": "i2", "title": "Toy Story", "genres": ["Animation", "Children's", "Comedy"], "year": 1995,
+     "duration_minutes": None},
 ]
 
 
@@ -116,7 +122,7 @@ def test_training_set_is_point_in_time_correct(feature_client, session_rows, tmp
     events = pd.DataFrame({
         "user_id": ["a", "a", "b", "a"],
         "item_id": ["i1", "i2", "i2", "i2"],
-        "ts": [int((cut - timedelta(hours=1)).timestamp() * 1000)] * 3 + [int((cut + timedelta(minutes=1)).timestamp() * 1000)],
+        "ts_ms": [int((cut - timedelta(hours=1)).timestamp() * 1000)] * 3 + [int((cut + timedelta(minutes=1)).timestamp() * 1000)],
     })
     feature_client.build_profiles(events, cut)
 
@@ -158,7 +164,7 @@ def test_catalog_and_profiles_are_online(feature_client, tmp_path):
     assert missing["title"] is None
 
     events = pd.DataFrame({"user_id": ["u1", "u1", "u1"], "item_id": ["i2", "i2", "i1"],
-                           "ts": ["2024-05-01T10:00:00Z", "2024-05-01T11:00:00Z", "2024-05-01T13:00:00Z"]})
+                           "ts_ms": [ms("2024-05-01T10:00:00Z"), ms("2024-05-01T11:00:00Z"), ms("2024-05-01T13:00:00Z")]})
     assert feature_client.build_profiles(events, T1) == 1
     (profile,) = feature_client.profile_features(["u1"])
     assert profile["profile_events"] == 2
@@ -178,7 +184,7 @@ def test_a_requests_read_equals_the_sdk_read(backend, request, session_rows, tmp
     client = request.getfixturevalue("feature_client" if backend == "sqlite" else "redis_feature_client")
     client.write_session_features(session_rows(T1, a=3, b=1), batch_id=0)
     client.load_catalog(write_catalog(tmp_path / "items.jsonl"))
-    client.build_profiles(pd.DataFrame({"user_id": ["a"], "item_id": ["i1"], "ts": ["2024-05-01T10:00:00Z"]}), T1)
+    client.build_profiles(pd.DataFrame({"user_id": ["a"], "item_id": ["i1"], "ts_ms": [ms("2024-05-01T10:00:00Z")]}), T1)
     for user in ("a", "b", "nobody"):
         session, profile = client.user_features(user)
         assert session == client.online_features([user])[0], user
@@ -280,6 +286,8 @@ def test_cli_apply_online_and_batch_loads(tmp_path, monkeypatch, capsys, session
 
     assert main(["features", "load-catalog", write_catalog(tmp_path / "items.jsonl")]) == 0
     events = tmp_path / "events.jsonl"
-    events.write_text(json.dumps({"user_id": "a", "item_id": "i1", "event_type": "watch", "ts": 1714557600000}) + "\n")
+    events.write_text(json.dumps({"event_id": "00000000-0000-4000-8000-000000000001", "user_id": "a", "item_id": "i1",
+                                  "event_type": "watch", "ts": 1714557600000, "device": "tv", "session_id": "s1",
+                                  "watch_seconds": 60}) + "\n")
     assert main(["features", "build-profiles", str(events)]) == 0
     assert "built 1 user profiles as of 2024-05-01T10:00:00+00:00" in capsys.readouterr().out

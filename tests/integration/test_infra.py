@@ -19,7 +19,7 @@ def env(tmp_path, monkeypatch):
     monkeypatch.setenv("STREAMREC_KAFKA__FEATURES_TOPIC", "ops-features")
     settings = load_settings()
     # only the broker: the other components have their own tests
-    monkeypatch.setattr("infra.stack.COMPONENTS", (stack.Component("broker", broker.broker_service, broker.is_embedded),))
+    monkeypatch.setattr("infra.stack.COMPONENTS", tuple(c for c in stack.COMPONENTS if c.name == "broker"))
     yield settings
     process.stop(broker.broker_service(settings))
 
@@ -41,7 +41,11 @@ def test_up_status_down(env, capsys):
     assert "already present" in capsys.readouterr().out
 
     assert main(["infra", "status"]) == 0
-    assert f"broker: running (pid {pid})" in capsys.readouterr().out
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split() == ["SERVICE", "STATE", "PID", "PORT", "HEALTHY", "UPTIME", "FIGURE"]
+    port = env.kafka.bootstrap_servers.rsplit(":", 1)[1]
+    # events 0: the topics exist and hold nothing yet (the figure is read from the broker)
+    assert row.split()[:5] == ["broker", "running", str(pid), port, "yes"] and "events 0, dead letters 0" in row
 
     assert main(["infra", "logs", "broker", "-n", "3"]) == 0
     shown = capsys.readouterr().out
@@ -51,8 +55,9 @@ def test_up_status_down(env, capsys):
 
     assert main(["infra", "down"]) == 0
     assert process.running_pid(broker.broker_service(env)) is None
-    assert main(["infra", "status"]) == 1
     assert "broker: stopped" in capsys.readouterr().out
+    assert main(["infra", "status"]) == 1
+    assert capsys.readouterr().out.splitlines()[1].split() == ["broker", "stopped", "-", port, "-", "-", "-"]
 
 
 def test_port_taken_gives_clear_error(env):
@@ -89,8 +94,8 @@ def test_a_stream_job_that_cannot_run_is_reported_failed_not_running(tmp_path, m
         assert main(["infra", "up"]) == 2
         assert "stream exited with code 2 while starting" in capsys.readouterr().err
         assert main(["infra", "status"]) == 1
-    out = capsys.readouterr().out
-    assert out.startswith("stream: failed (exit 2); last error:") and "Address already in use" in out
+    row = capsys.readouterr().out.splitlines()[1]
+    assert row.startswith("stream") and "failed (exit 2); last error:" in row and "Address already in use" in row
 
 
 def test_logs_follow_prints_what_is_appended(env):

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from infra import llm, process
+from serving.rerank import endpoint
 from streamrec.config import Settings
 from tests.helpers import free_port
 
@@ -22,11 +23,11 @@ def client(tmp_path_factory):
 
     settings = Settings(data_dir=str(tmp_path_factory.mktemp("llm")))
     settings.llm.port = free_port()
-    assert llm.is_embedded(settings)
+    assert endpoint.is_embedded(settings)
     svc = llm.llm_service(settings)
     process.start(svc)
     try:
-        base_url, api_key, model = llm.resolve_endpoint(settings)
+        base_url, api_key, model = endpoint.resolve_endpoint(settings)
         # A contract test, not a speed test: on 2 shared cores an answer can take tens of seconds.
         yield OpenAI(base_url=base_url, api_key=api_key, timeout=300, max_retries=0), model
     finally:
@@ -50,7 +51,7 @@ def _id_list(allowed: list[str], max_items: int) -> dict:
 
 def test_models_lists_the_alias(client):
     openai_client, model = client
-    assert model == llm.embedded_model().alias
+    assert model == endpoint.embedded_model().alias
     assert model in [m.id for m in openai_client.models.list().data]
 
 

@@ -131,7 +131,7 @@ def test_stream_sink_replaces_its_features_and_dlq_producers(own_broker, tmp_pat
     settings = dataclasses.replace(own_broker, feast=FeastConfig(online_store="sqlite"))
     cfg = settings.kafka
     catalog = tmp_path / "items.jsonl"
-    catalog.write_text(json.dumps({"item_id": "i1", "genres": ["action"], "duration_minutes": 90}) + "\n")
+    catalog.write_text(json.dumps({"item_id": "i1", "title": "I1", "genres": ["action"], "duration_minutes": 90}) + "\n")
     sink = stream_job.open_sink(settings, catalog=catalog, echo=lambda *_: None)
 
     def published() -> tuple[set[str], set[bytes]]:

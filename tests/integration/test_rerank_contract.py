@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
+from benchmarks.llm import CATALOG, CONTEXTS
 from infra import llm, process
-from serving.rerank.bench_llm import CATALOG, CONTEXTS
 from serving.rerank.context import Candidate
 from serving.rerank.reranker import Reranker
 from streamrec.config import Settings

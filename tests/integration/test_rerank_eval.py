@@ -31,14 +31,15 @@ OPTIONS = RerankOptions(seeds=(5,), modes=("intent",), max_sessions=SESSIONS, us
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory):
-    # The harness starts the embedded server itself, on a free port, and stops it afterwards.
     return sqlite_settings(tmp_path_factory.mktemp("rerank-eval"))
 
 
 @pytest.fixture(scope="module")
 def report(settings, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    summary = run_rerank_evaluation(settings, out, OPTIONS)
+    # As the CLI does: the embedded server on a free port, stopped afterwards.
+    with llm.embedded_server(settings, "rerank-eval-llm") as llm_settings:
+        summary = run_rerank_evaluation(llm_settings, out, OPTIONS)
     return out, summary
 
 

@@ -12,11 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from serving.metrics import counts
 from serving.rerank.cache import TTLCache
 from serving.rerank.context import Candidate, LiveContext, RecentItem
 from serving.rerank.prompt import DATA_BEGIN, DATA_END
 from serving.rerank.reranker import Reranker, RerankResult
-from streamrec.config import ConfigError, Settings
+from streamrec.config import Settings
 from tests.fixtures.fake_llm import candidate_ids
 from tests.helpers import assert_eventually, free_port
 
@@ -157,8 +158,7 @@ def test_failures_fall_back_to_the_wd_order(fake_llm, make_reranker, mode, scrip
     script(fake_llm)
     reranker = make_reranker(mode)
     assert_fallback(reranker.rerank("u1", CANDIDATES, CTX), status)
-    snapshot = reranker.stats.snapshot()
-    assert snapshot["fallbacks"][status] == 1 and snapshot["calls"] == {status: 1}
+    assert counts(reranker.metrics.results) == {status: 1} and counts(reranker.metrics.llm_calls) == {status: 1}
 
 
 def test_unknown_ids_only_is_invalid_output(fake_llm, make_reranker):
@@ -177,11 +177,6 @@ def test_disabled_makes_no_call(fake_llm):
     with Reranker(settings) as reranker:
         assert_fallback(reranker.rerank("u1", CANDIDATES, CTX, q="funny"), "disabled")
     assert fake_llm.received() == []
-
-
-def test_an_unknown_mode_is_a_config_error(fake_llm):
-    with pytest.raises(ConfigError, match="llm.mode"):
-        Reranker(settings_for(fake_llm.base_url, "pairwise"))
 
 
 # --- budget, background and cache ---------------------------------------------------------
@@ -207,7 +202,7 @@ def test_slow_answer_times_out_now_and_is_cached_for_the_next_request(fake_llm, 
     assert result.applied and ids(result) != WD_ORDER
     assert_only_candidates(result)
     assert len(fake_llm.received()) == 1
-    assert reranker.stats.snapshot()["applied"]["cached"] >= 1
+    assert counts(reranker.metrics.results)["cached"] >= 1
 
 
 def test_a_new_request_gets_its_own_decision_within_the_request_budget(fake_llm, make_reranker):
@@ -286,8 +281,7 @@ def test_one_user_cannot_fill_the_queue(fake_llm, make_reranker):
     # another user still gets a call of their own
     assert reranker.rerank("uB", CANDIDATES, CTX, client="10.0.0.7").status == "timeout"
     received(fake_llm, 2)
-    fallbacks = reranker.stats.snapshot()["fallbacks"]
-    assert (fallbacks["busy"], fallbacks["timeout"], fallbacks["overloaded"]) == (9, 2, 0)
+    assert counts(reranker.metrics.results) == {"busy": 9, "timeout": 2}
 
 
 def test_concurrent_requests_for_one_user_start_one_call(fake_llm, make_reranker):
@@ -364,8 +358,7 @@ def test_new_calls_are_rate_limited_per_client(fake_llm, make_reranker):
         assert reranker.rerank("u3", CANDIDATES, CTX, q=q).status == "applied"
     assert reranker.rerank("u3", CANDIDATES, CTX, q="eight").status == "rate_limited"
     assert len(fake_llm.received()) == 7
-    fallbacks = reranker.stats.snapshot()["fallbacks"]
-    assert fallbacks["rate_limited"] == 3 and sum(fallbacks.values()) == 3
+    assert counts(reranker.metrics.results) == {"applied": 7, "cached": 2, "rate_limited": 3}
 
 
 def test_no_rate_limit_when_zero(fake_llm, make_reranker):
@@ -393,12 +386,12 @@ def test_counters(fake_llm, make_reranker):
     reranker.rerank("u1", CANDIDATES, CTX)
     fake_llm.fail(500)
     reranker.rerank("u2", CANDIDATES, CTX, q="scary")
-    snapshot = reranker.stats.snapshot()
-    assert snapshot["applied"] == {"applied": 1, "cached": 1}
-    assert snapshot["fallbacks"]["error"] == 1 and sum(snapshot["fallbacks"].values()) == 1
-    assert snapshot["calls"] == {"ok": 1, "error": 1}
-    assert snapshot["llm_latency_ms"]["count"] == 1 and snapshot["llm_latency_ms"]["counts"][-1] == 1
-    assert snapshot["tokens"] == {"prompt": 100, "completion": 20}
+    stats = reranker.metrics
+    assert counts(stats.results) == {"applied": 1, "cached": 1, "error": 1}
+    assert counts(stats.llm_calls) == {"ok": 1, "error": 1}
+    assert stats.registry.get_sample_value("streamrec_llm_latency_seconds_count") == 1
+    assert stats.registry.get_sample_value("streamrec_llm_latency_seconds_bucket", {"le": "+Inf"}) == 1
+    assert counts(stats.llm_tokens) == {"prompt": 100, "completion": 20}
 
 
 # --- the cache itself -----------------------------------------------------------------------

@@ -21,7 +21,8 @@ import pytest
 from kafka import KafkaProducer
 
 from features import stream_job
-from features.offline import compute_features, load_items
+from features.catalog import load_items
+from features.offline import compute_features
 from features.store import FeatureStoreClient
 from streams.kafka_util import read_topic
 from streams.replay import replay

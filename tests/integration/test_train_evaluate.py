@@ -14,14 +14,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from features.offline import compute_features, load_items, read_event_log
+from features.catalog import load_items
+from features.offline import compute_features, read_event_log
 from features.store import FeatureStoreClient
 from infra import process
+from infra.apps import model_server_service
 from models.cli import register
 from models.examples import RequestContext, serving_inputs
 from models.export import KERAS_FILE, METADATA
 from models.wide_deep import OUTPUT
-from serving.model_server.server import model_server_service
 from serving.tf_client import PredictClient
 from streamrec.config import Settings
 from streamrec.errors import UserError

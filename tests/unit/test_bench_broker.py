@@ -5,7 +5,7 @@ import argparse
 
 import pytest
 
-from infra.bench_broker import add_arguments, kill_loss, missing, spread
+from benchmarks.broker import add_arguments, kill_loss, missing, spread
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -5,7 +5,8 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from features.offline import compute_features, feature_history, load_items, read_event_log
+from features.catalog import load_items
+from features.offline import compute_features, feature_history, read_event_log
 from features.user_state import FEATURE_COLUMNS
 from streamrec.config import FeatureConfig
 from streamrec.errors import UserError
@@ -162,17 +163,22 @@ def test_timestamps_are_normalized_to_epoch_ms(log):
     assert all("ts" not in e for e in read_event_log(log / "events.jsonl"))
 
 
-def test_items_file_problems_are_reported_with_line(tmp_path):
-    path = tmp_path / "items.jsonl"
-    path.write_text(json.dumps(ITEMS[0]) + "\n" + json.dumps(ITEMS[0]) + "\n")
-    with pytest.raises(UserError, match=r"items\.jsonl:2: item 'm1' appears twice"):
-        load_items(path)
-    path.write_text(json.dumps({"item_id": "m9", "genres": ["Drama"]}) + "\n")
-    with pytest.raises(UserError, match=r"items\.jsonl:1: not an item record"):
-        load_items(path)
-    path.write_text(json.dumps({**ITEMS[0], "genres": "Drama"}) + "\n")
-    with pytest.raises(UserError, match=r"items\.jsonl:1: genres must be a list"):
-        load_items(path)
+def test_a_time_without_a_utc_offset_is_refused(tmp_path):
+    # the one reader of logs applies the event contract: a naive time is ambiguous, not taken as UTC
+    path = tmp_path / "events.jsonl"
+    naive = event(7, "u1", "click", "m1", "2024-01-06T20:00:00")
+    path.write_text(json.dumps(EVENTS[0]) + "\n" + json.dumps(naive) + "\n")
+    refused = r"events\.jsonl:2: invalid event \(bad_timestamp: ts: '2024-01-06T20:00:00' has no UTC offset"
+    with pytest.raises(UserError, match=refused):
+        list(read_event_log(path))
+    skipped = Counter()
+    assert [e["event_id"] for e in read_event_log(path, skipped=skipped)] == [EVENTS[0]["event_id"]]
+    assert skipped == Counter({"bad_timestamp": 1})
+
+
+def test_a_missing_log_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match=r"cannot read event log .*absent\.jsonl: No such file"):
+        list(read_event_log(tmp_path / "absent.jsonl"))
 
 
 def test_a_log_may_lie_in_the_future(tmp_path):

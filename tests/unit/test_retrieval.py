@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.offline import load_items
+from features.catalog import load_items
 from models.baselines import BPR
 from models.data import make_split
 from models.retrieval import (

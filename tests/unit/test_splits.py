@@ -1,14 +1,18 @@
 """Loading the event log, id codes, and the leave-last-out and time splits: no leakage, honest negatives, counts."""
 import json
+import uuid
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from models.data import IdEncoder, load_interactions, make_split, split_by_time, split_loo
+from features.catalog import load_items
+from models.data import IdEncoder, make_split, split_by_time, split_loo
+from models.retrieval import load_event_log
 from streamrec.errors import UserError
 
 DAY = 86_400_000
+T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 
 
 def _write_jsonl(path, rows):
@@ -17,15 +21,15 @@ def _write_jsonl(path, rows):
 
 
 def _event(user, item, ts, kind="watch", seconds=600.0):
-    ev = {"event_id": f"{user}-{item}-{ts}", "event_type": kind, "user_id": user, "item_id": item, "ts": ts,
-          "device": "tv", "session_id": "s", "context": {"daypart": "evening"}}
+    ev = {"event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{user}/{item}/{ts}")), "event_type": kind, "user_id": user,
+          "item_id": item, "ts": ts, "device": "tv", "session_id": "s", "context": {"daypart": "evening"}}
     if kind == "watch":
         ev["watch_seconds"] = seconds
     return ev
 
 
 def _events(rows) -> pd.DataFrame:
-    """(user, item, ts[, kind]) tuples -> the frame load_interactions returns."""
+    """(user, item, ts[, kind]) tuples -> the labelled frame (``load_event_log``'s columns the splits read)."""
     frame = pd.DataFrame(
         [(u, i, t, k[0] if k else "watch", 600.0) for u, i, t, *k in rows],
         columns=["user_id", "item_id", "ts_ms", "event_type", "watch_seconds"],
@@ -50,47 +54,49 @@ def _random_log(n_users=80, n_items=300, seed=0) -> pd.DataFrame:
 
 def test_load_reads_both_time_formats_and_labels_watches(tmp_path):
     path = _write_jsonl(tmp_path / "events.jsonl", [
-        _event("u1", "a", 1_000),
-        _event("u1", "b", "1970-01-01T00:00:02Z", kind="click"),
-        _event("u2", "a", "1970-01-01T01:00:03+01:00"),
-        _event("u2", "c", "1970-01-01T00:00:04"),  # no zone: UTC
+        _event("u1", "a", T0 + 1_000),
+        _event("u1", "b", "2023-11-14T22:13:22Z", kind="click"),
+        _event("u2", "a", "2023-11-14T23:13:23+01:00"),
+        _event("u2", "c", "2023-11-14T22:13:24+00:00"),  # a time without a zone is refused (the event contract)
     ])
-    events = load_interactions(path)
-    assert events["ts_ms"].tolist() == [1_000, 2_000, 3_000, 4_000]
+    events = load_event_log(path)
+    assert events["ts_ms"].tolist() == [T0 + 1_000, T0 + 2_000, T0 + 3_000, T0 + 4_000]
     assert events["label"].tolist() == [True, False, True, True]
 
 
 def test_min_watch_fraction_needs_and_uses_the_catalog(tmp_path):
     events = _write_jsonl(
-        tmp_path / "events.jsonl", [_event("u", "a", 1, seconds=300), _event("u", "a", 2, seconds=299)]
+        tmp_path / "events.jsonl", [_event("u", "a", T0 + 1, seconds=300), _event("u", "a", T0 + 2, seconds=299)]
     )
-    items = _write_jsonl(tmp_path / "items.jsonl", [
+    items = load_items(_write_jsonl(tmp_path / "items.jsonl", [
         {"item_id": "a", "title": "A", "genres": ["Drama"], "year": 1999, "duration_minutes": 10, "popularity": 1.0}
-    ])
+    ]))
     # half of a 10-minute title is 300 s
-    assert load_interactions(events, items, min_watch_fraction=0.5)["label"].tolist() == [True, False]
+    assert load_event_log(events, items, min_watch_fraction=0.5)["label"].tolist() == [True, False]
     with pytest.raises(UserError, match="catalog"):
-        load_interactions(events, None, min_watch_fraction=0.5)
+        load_event_log(events, None, min_watch_fraction=0.5)
+    with pytest.raises(UserError, match=r"1 watched item\(s\) have no duration_minutes in the catalog"):
+        load_event_log(events, {"a": {**items["a"], "duration_minutes": None}}, min_watch_fraction=0.5)
 
 
 @pytest.mark.parametrize("bad, message", [
-    ({"user_id": "u", "item_id": "a", "event_type": "watch", "watch_seconds": 1}, "missing field 'ts'"),
-    ({**_event("u", "a", 1), "event_type": "like"}, "event_type"),
-    ({**_event("u", "a", 1), "ts": "yesterday"}, "bad ts"),
-    ({**_event("u", "a", 1), "watch_seconds": -1}, "watch_seconds"),
+    ({k: v for k, v in _event("u", "a", T0).items() if k != "ts"}, "missing_field: ts: required"),
+    ({**_event("u", "a", T0), "event_type": "like"}, "unknown_event_type"),
+    ({**_event("u", "a", T0), "ts": "yesterday"}, "bad_timestamp"),
+    ({**_event("u", "a", T0), "watch_seconds": -1}, "negative_watch_time"),
 ])
 def test_bad_events_name_their_line(tmp_path, bad, message):
-    path = _write_jsonl(tmp_path / "events.jsonl", [_event("u", "a", 1), bad])
+    path = _write_jsonl(tmp_path / "events.jsonl", [_event("u", "a", T0), bad])
     with pytest.raises(UserError, match=message) as err:
-        load_interactions(path)
+        load_event_log(path)
     assert "events.jsonl:2" in str(err.value)
 
 
 def test_empty_or_missing_log_is_an_error(tmp_path):
     with pytest.raises(UserError, match="no events"):
-        load_interactions(_write_jsonl(tmp_path / "e.jsonl", []))
-    with pytest.raises(UserError, match="no such file"):
-        load_interactions(tmp_path / "absent.jsonl")
+        load_event_log(_write_jsonl(tmp_path / "e.jsonl", []))
+    with pytest.raises(UserError, match="cannot read event log .*absent.jsonl: No such file"):
+        load_event_log(tmp_path / "absent.jsonl")
     with pytest.raises(UserError, match="no positive"):
         split_loo(_events([("u", "a", 1, "click")]))
 
@@ -222,7 +228,7 @@ def test_reads_what_the_generator_writes(tmp_path):
     from streams.generator import generate_world
 
     paths = generate_world(tmp_path, users=30, items=150, days=3, seed=1)["paths"]
-    events = load_interactions(paths["events"], paths["items"], min_watch_fraction=0.5)
+    events = load_event_log(paths["events"], load_items(paths["items"]), min_watch_fraction=0.5)
     assert set(events["event_type"]) == {"click", "watch"}
     assert 0 < events["label"].sum() < (events["event_type"] == "watch").sum()  # some watches fall short of half
     split = split_loo(events, seed=0)

@@ -5,15 +5,14 @@ import json
 import time
 
 from serving import worker as worker_module
-from serving.metrics import ServingMetrics
-from serving.rerank.reranker import RerankStats
+from serving.metrics import RerankMetrics, ServingMetrics
 from serving.worker import RefreshWorker
 from streamrec.config import Settings
 
 
 class Recording(RefreshWorker):
     def __init__(self, seconds_per_row: float = 0.0):
-        super().__init__(Settings(), pipeline=None, reranker=None, metrics=ServingMetrics(RerankStats()))
+        super().__init__(Settings(), pipeline=None, reranker=None, metrics=ServingMetrics(RerankMetrics()))
         self.handled: list[tuple[str, int]] = []
         self.seconds_per_row = seconds_per_row
 

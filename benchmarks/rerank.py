@@ -1,6 +1,6 @@
 """``streamrec bench rerank``: context change → re-ranked list in the cache, through the refresh worker.
 
-On a synthetic stack (``serving.bench_stack``: a world ending now, Redis, the model server) the API's own
+On a synthetic stack (``benchmarks.stack``: a world ending now, Redis, the model server) the API's own
 services run in this process (``app.build_services``) with the configured LLM (the embedded one by default,
 started on a free port). Users change context at a steady rate: a change is the user's online feature row as
 the stream job leaves it after an event on another device now (written to the online store, then handed to
@@ -29,8 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from serving.bench_stack import synthetic_stack
-    from serving.rerank.bench_llm import embedded_server
+    from benchmarks.stack import synthetic_stack
+    from infra.llm import embedded_server
     from streamrec.errors import UserError
 
     if args.changes < 1 or not args.rate > 0 or args.users < 1 or args.items < 1:
@@ -45,6 +45,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def _measure(settings: Settings, world_dir, args: argparse.Namespace) -> dict:
     from features.store import FeatureStoreClient
     from serving.app import build_services
+    from serving.metrics import counts
     from serving.worker import POLL_BUDGET_S, RefreshWorker
 
     services = build_services(settings)
@@ -67,7 +68,7 @@ def _measure(settings: Settings, world_dir, args: argparse.Namespace) -> dict:
     rng = np.random.default_rng(0)
     # Distinct users while there are enough: a second change of a waiting user would replace the first.
     picked = rng.choice(users, size=args.changes, replace=args.changes > len(users))
-    calls_before = sum(services.reranker.stats.snapshot()["calls"].values())
+    calls_before = sum(counts(services.reranker.metrics.llm_calls).values())
     print(f"bench rerank: {args.changes} context changes at {args.rate:g}/s, model {services.reranker.model}, "
           f"mode {services.reranker.mode}", flush=True)
     start = time.monotonic()
@@ -95,7 +96,7 @@ def _measure(settings: Settings, world_dir, args: argparse.Namespace) -> dict:
         "changes": args.changes, "refreshed": len(done), "superseded_or_dropped": args.changes - len(done),
         "rate_per_s": args.rate, "model": services.reranker.model,
         "mode": services.reranker.mode, "poll_budget_s": POLL_BUDGET_S,
-        "llm_calls": sum(services.reranker.stats.snapshot()["calls"].values()) - calls_before,
+        "llm_calls": sum(counts(services.reranker.metrics.llm_calls).values()) - calls_before,
         "ms_p50": round(float(np.percentile(lags, 50)), 1), "ms_p95": round(float(np.percentile(lags, 95)), 1),
         "ms_max": round(float(lags.max()), 1),
         "statuses": {s: statuses.count(s) for s in sorted(set(statuses))},

@@ -72,9 +72,9 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _timed(build):
+def _timed(build, *args, **kwargs):
     started = time.perf_counter()
-    return build(), time.perf_counter() - started
+    return build(*args, **kwargs), time.perf_counter() - started
 
 
 def _latency_us(index, queries, k: int) -> tuple[float, float]:
@@ -142,17 +142,17 @@ def run(args: argparse.Namespace, settings) -> int:
         tuning = _vectors(rng, centres, 512, args.spread)
         ids = [f"i{i}" for i in range(n)]
         _progress(f"[{n:,} items] building: exact, faiss flat")
-        exact, exact_s = _timed(lambda: ExactIndex(ids, items))
+        exact, exact_s = _timed(ExactIndex, ids, items)
         flat = faiss.IndexFlatIP(args.dim)
-        _, flat_s = _timed(lambda: flat.add(items))
+        _, flat_s = _timed(flat.add, items)
         built = {"exact": (exact, exact_s), "faiss flat": (_Bare(flat), flat_s)}
         _progress(f"[{n:,} items] building: faiss ivf (tuning nprobe for recall >= 0.95)")
-        tuned, tuned_s = _timed(lambda: FaissIVFIndex.build(ids, items, args.n_lists, queries=tuning, k=args.k,
-                                                            seed=args.seed))
+        tuned, tuned_s = _timed(FaissIVFIndex.build, ids, items, args.n_lists, queries=tuning, k=args.k,
+                                  seed=args.seed)
         n_lists = tuned.index.nlist
         auto_name = f"faiss_ivf {n_lists} lists/{tuned.nprobe} probe"
         _progress(f"[{n:,} items] building: ivf ({n_lists} lists)")
-        ivf, ivf_s = _timed(lambda: IVFIndex.build(ids, items, n_lists, seed=args.seed))
+        ivf, ivf_s = _timed(IVFIndex.build, ids, items, n_lists, seed=args.seed)
         for nprobe in sorted({min(p, n_lists) for p in probes or (math.ceil(n_lists / d) for d in (16, 8, 4))}
                              | {tuned.nprobe}):
             # Same lists, another probe count: no rebuild needed.
@@ -162,11 +162,11 @@ def run(args: argparse.Namespace, settings) -> int:
         if hnsw is not None:
             _progress(f"[{n:,} items] building: faiss hnsw M={hnsw[0]}")
             graph = faiss.IndexHNSWFlat(args.dim, hnsw[0], faiss.METRIC_INNER_PRODUCT)
-            _, hnsw_s = _timed(lambda: graph.add(items))
+            _, hnsw_s = _timed(graph.add, items)
             graph.hnsw.efSearch = hnsw[1]
             built[f"faiss hnsw M{hnsw[0]}/ef{hnsw[1]}"] = (_Bare(graph), hnsw_s)
         timed = queries[: args.queries]
-        latencies = {name: [] for name in built}
+        latencies: dict[str, list[tuple[float, float]]] = {name: [] for name in built}
         for r in range(args.rounds):
             _progress(f"[{n:,} items] timing round {r + 1}/{args.rounds}")
             for name in rng.permutation(list(built)):

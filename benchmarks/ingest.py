@@ -17,6 +17,7 @@ import random
 import statistics
 import time
 import uuid
+from typing import Any
 
 TARGET_RATIO = 0.90
 PROGRESS_STEP = 10_000
@@ -34,7 +35,7 @@ def make_events(n: int, seed: int, end_ms: int) -> list[tuple[bytes, bytes]]:
     out = []
     for i in range(n):
         user = f"u{rng.randrange(2000)}"
-        event = {
+        event: dict[str, Any] = {
             "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
             "event_type": "click" if i % 3 == 0 else "watch",
             "user_id": user,

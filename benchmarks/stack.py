@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import socket
 import tempfile
 import threading
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Self
 
 from infra import process
-from infra.process import Service
+from infra.process import Service, free_port
 from streamrec.config import LLMConfig, Settings
 
 WORLD_DAYS, WORLD_SEED = 4.0, 13
@@ -43,18 +42,12 @@ class Stack:
     world_dir: Path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def synthetic_stack(base: Settings, items: int, users: int) -> Iterator[Stack]:
     """Build a stack of ``items`` items and ``users`` users and run Redis and the model server; all stopped
     and removed on leaving, on errors and Ctrl-C too. ``base``: the caller's settings (serving, features, auth)."""
+    from infra.apps import model_server_service
     from infra.redis import redis_service
-    from serving.model_server.server import model_server_service
     from streamrec.auth import load_secret
 
     with contextlib.ExitStack() as cleanup:
@@ -116,7 +109,8 @@ def _settings(base: Settings, data_dir: Path) -> Settings:
 
 
 def _build(settings: Settings, items: int, users: int) -> Path:
-    from features.offline import compute_features, load_items, read_event_log
+    from features.catalog import load_items
+    from features.offline import compute_features, read_event_log
     from features.store import FeatureStoreClient
     from models.train import EventLog, train
     from models.wide_deep import WideDeepConfig

@@ -10,15 +10,15 @@ contexts in turn: the latency is the whole decision, the accuracy is per field a
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import time
-from collections.abc import Iterator
 
 import numpy as np
 
+from infra import llm
 from serving.rerank.context import Candidate, LiveContext, RecentItem
+from serving.rerank.endpoint import MODELS, is_embedded
 from serving.rerank.intent_accuracy import FIELDS, accuracy, load_labelled
 from streamrec.config import Settings
 from streamrec.errors import UserError
@@ -54,7 +54,7 @@ def candidates() -> list[Candidate]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", default="installed",
-                        help="embedded models to compare, comma-separated names of infra.llm.MODELS, 'installed' "
+                        help="embedded models to compare, comma-separated names of infra.MODELS, 'installed' "
                              "(default) or 'all'; ignored when an endpoint is configured (that one is measured)")
     parser.add_argument("--decoders", default=",".join(DECODERS), help="comma-separated: scored, generated")
     parser.add_argument("--requests", type=int, help="labelled requests to decide (default: all)")
@@ -63,7 +63,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from infra import llm
 
     decoders = _names(args.decoders, DECODERS, "decoder")
     if args.requests is not None and args.requests < 1:
@@ -72,7 +71,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     settings = dataclasses.replace(settings, llm=dataclasses.replace(
         settings.llm, timeout_seconds=args.timeout or settings.llm.timeout_seconds))
     rows = []
-    if llm.is_embedded(settings):
+    if is_embedded(settings):
         for name in _models(args.models):
             rows += _bench_embedded(settings, name, decoders, labelled, args.listwise)
     else:
@@ -91,45 +90,21 @@ def _names(text: str, allowed, what: str) -> list[str]:
 
 
 def _models(text: str) -> list[str]:
-    from infra import llm
 
     if text == "all":
-        return list(llm.MODELS)
+        return list(MODELS)
     if text == "installed":
-        names = [n for n in llm.MODELS if not llm.missing(n)]
+        names = [n for n in MODELS if not llm.missing(n)]
         if not names:
             raise UserError(f"no embedded LLM is installed: {llm.INSTALL_HINT}")
         return names
-    return _names(text, llm.MODELS, "model")
+    return _names(text, MODELS, "model")
 
 
 def _bench_embedded(settings: Settings, name: str, decoders, labelled, listwise: int) -> list[dict]:
     print(f"bench llm: starting {name}", flush=True)
-    with embedded_server(settings, f"bench-llm-{name}", name) as cfg:
+    with llm.embedded_server(settings, f"bench-llm-{name}", name) as cfg:
         return _bench(cfg, name, decoders, labelled, listwise)
-
-
-@contextlib.contextmanager
-def embedded_server(settings: Settings, service: str, model: str | None = None) -> Iterator[Settings]:
-    """The settings of an embedded llama-server of ``model`` (default: the configured one) started on a free
-    port under the service name ``service`` (the stack's own server may be running), stopped on leaving; with
-    an endpoint configured, the settings as they are."""
-    from infra import llm, process
-    from serving.bench_stack import free_port
-
-    if not llm.is_embedded(settings):
-        yield settings
-        return
-    model = model or settings.llm.embedded_model
-    if llm.missing(model):
-        raise UserError(f"{model} not installed ({'; '.join(llm.missing(model))}): run infra/install_llm.sh {model}")
-    cfg = dataclasses.replace(settings, llm=dataclasses.replace(settings.llm, embedded_model=model, port=free_port()))
-    svc = dataclasses.replace(llm.llm_service(cfg), name=service)
-    process.start(svc)
-    try:
-        yield cfg
-    finally:
-        process.stop(svc)
 
 
 def _bench(settings: Settings, label: str, decoders, labelled, listwise: int) -> list[dict]:

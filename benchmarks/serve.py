@@ -7,7 +7,7 @@ MAX_IN_FLIGHT at once (beyond: counted as dropped), loopback URLs only. The rate
 after ``--warmup-seconds`` of uncounted load at that rate.
 
 Against the running API by default. With ``--catalogs 1000,10000,100000``, against a synthetic stack of
-each size that the bench builds, runs and removes itself (``serving.bench_stack``), in modes off and warm.
+each size that the bench builds, runs and removes itself (``benchmarks.stack``), in modes off and warm.
 
 ``--floor``: before the load, the Predict request the API sends for one user (made by the API's own
 pipeline up to scoring, ``Pipeline.shortlist``) is sent straight to the model server through the official
@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from streamrec.addresses import LOOPBACK
 from streamrec.auth import bearer_header
 from streamrec.config import Settings
 from streamrec.errors import UserError
@@ -53,7 +54,6 @@ MAX_SECONDS = 600
 MAX_IN_FLIGHT = 256
 MAX_CATALOG_ITEMS = 100_000  # the world's item ids have five digits
 REQUEST_TIMEOUT_S = 10.0
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 # Re-rank statuses that mean "the LLM was asked for nothing": not fallbacks.
 NOT_ASKED = {"disabled"}
 APPLIED = {"applied", "cached"}
@@ -165,7 +165,7 @@ def _api_runs(args: argparse.Namespace, settings: Settings, rates: list[float]) 
 
 def _catalog_runs(args: argparse.Namespace, settings: Settings, rates: list[float]) -> list[dict]:
     """A synthetic stack per catalog size: floor first (if asked), then each mode's API at every rate."""
-    from serving.bench_stack import running_api, synthetic_stack
+    from benchmarks.stack import running_api, synthetic_stack
 
     modes = args.mode or list(CATALOG_MODES)
     if args.url or args.users_file:
