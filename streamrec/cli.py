@@ -83,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     # kafka-python logs every reconnect at WARNING/ERROR; keep the console for our own messages.
     logging.getLogger("kafka").setLevel(logging.DEBUG if args.verbose else logging.CRITICAL)
-    for chatty in ("feast", "py4j", "httpx", "httpx2"):
+    for chatty in ("feast", "py4j", "httpx", "httpx2", "faiss"):
         logging.getLogger(chatty).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    # TensorFlow warns about its own tracing (retracing notices while a model is evaluated in pieces).
+    logging.getLogger("tensorflow").setLevel(logging.DEBUG if args.verbose else logging.ERROR)
     try:
         settings = load_settings(args.config)
         return int(args.func(args, settings) or 0)
@@ -94,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"streamrec {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`... | head`): not an error of ours. Quiet the flush at exit too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":
