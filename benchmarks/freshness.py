@@ -161,8 +161,8 @@ def _table(results: list[dict]) -> str:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from features.catalog import load_items
     from infra import stack
+    from streamrec.catalog import load_items
     from streams.generator import generate_world
     from streams.spark_session import get_spark
 

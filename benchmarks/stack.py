@@ -109,11 +109,11 @@ def _settings(base: Settings, data_dir: Path) -> Settings:
 
 
 def _build(settings: Settings, items: int, users: int) -> Path:
-    from features.catalog import load_items
     from features.offline import compute_features, read_event_log
     from features.store import FeatureStoreClient
     from models.train import EventLog, train
     from models.wide_deep import WideDeepConfig
+    from streamrec.catalog import load_items
     from streams.generator import generate_world
 
     world_dir = settings.data_path / "world"

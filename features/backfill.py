@@ -13,8 +13,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from features.catalog import load_items
 from features.offline import feature_history, read_event_log
+from streamrec.catalog import load_items
 from streamrec.config import Settings
 from streamrec.errors import UserError
 

@@ -13,14 +13,15 @@ import glob
 import os
 import re
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
-from contextlib import closing
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import redis
 from feast import FeatureStore, FeatureView, FileSource
 from feast.errors import FeatureViewNotFoundException
 from feast.infra.key_encoding_utils import serialize_entity_key
@@ -31,11 +32,11 @@ from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import feast_value_type_to_python_type
 from feast.types import Int64
 
-from features.catalog import catalog_frame, load_items
 from features.feast_repo import definitions_module, repo_config, repo_dir
 from features.online_write import RedisRowWriter
 from features.profiles import user_profiles
 from features.tables import arrow_schema, latest_per_key, to_frame, to_table, write_parquet_atomic
+from streamrec.catalog import catalog_frame, load_items
 from streamrec.config import Settings
 from streamrec.errors import UserError
 
@@ -161,9 +162,20 @@ class FeatureStoreClient:
         return pd.Series(pd.to_datetime(naive_utc).tz_localize("UTC"), index=values.index)
 
     # ---- online reads ----
+    @contextmanager
+    def _answering(self) -> Iterator[None]:
+        """For the batch commands (load, profiles, a look at features): an online store that does not answer is
+        the operator's to fix, said in one line. The stream job and the API handle it themselves (retry, flag)."""
+        try:
+            yield
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+            raise UserError(f"the online store (Redis at {self.settings.feast.redis_connection}) does not answer: "
+                            f"{e} (`streamrec infra up` starts the embedded one)") from None
+
     def online_features(self, user_ids: Iterable[str]) -> list[dict]:
         """Live session features per user, in order; a user never seen has every feature None."""
-        return self._online(self.defs.session_view, user_ids)
+        with self._answering():
+            return self._online(self.defs.session_view, user_ids)
 
     def profile_features(self, user_ids: Iterable[str]) -> list[dict]:
         return self._online(self.defs.profile_view, user_ids)
@@ -221,7 +233,8 @@ class FeatureStoreClient:
         # are stamped now, not at the epoch: Redis ignores a write no newer than what it holds,
         # and a reloaded catalog must replace the old one.
         online = to_frame(table).assign(event_timestamp=pd.Timestamp.now(tz="UTC"))
-        self.store.write_to_online_store(self.defs.item_view.name, online)
+        with self._answering():
+            self.store.write_to_online_store(self.defs.item_view.name, online)
         return table.num_rows
 
     def build_profiles(self, events: pd.DataFrame, cut: datetime, *, online: bool = True) -> int:
@@ -236,7 +249,8 @@ class FeatureStoreClient:
         cut_ms = int(pd.Timestamp(cut).timestamp() * 1000)
         write_parquet_atomic(table, self.offline_dir / self._module.PROFILE_DIR / f"profile-{cut_ms}.parquet")
         if online:
-            self._write_online(self.defs.profile_view, to_frame(table))
+            with self._answering():
+                self._write_online(self.defs.profile_view, to_frame(table))
         return table.num_rows
 
     # ---- training ----

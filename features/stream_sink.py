@@ -36,11 +36,11 @@ import msgspec
 import numpy as np
 from confluent_kafka import KafkaException, Producer
 
-from features.catalog import load_items
 from features.store import FeatureStoreClient
 from features.stream_batch import DeadLetter, Folded, fold_batch, latest_only, parse_records
 from features.stream_metrics import StreamMetrics
 from features.stream_state import StateStore
+from streamrec.catalog import load_items
 from streamrec.config import Settings
 from streamrec.events import InvalidEvent
 from streams.kafka_source import Fingerprints, last_fingerprints

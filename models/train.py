@@ -18,12 +18,12 @@ import numpy as np
 import pandas as pd
 
 from features.backfill import backfill_session_log, log_hash
-from features.catalog import catalog_frame, load_items
 from features.offline import read_event_log
 from models.data import LOG_ORDER, encoded_positives, label_positives
 from models.example_set import ExampleSet, join_features
 from models.examples import context_inputs, entity_rows, event_frame, item_inputs, pick_positives
 from models.wide_deep import LIVE_NUMERIC_INPUTS, NUMERIC_INPUTS, WideDeepConfig, build_model
+from streamrec.catalog import catalog_frame, load_items
 from streamrec.config import Settings
 from streamrec.errors import UserError
 
@@ -46,7 +46,7 @@ class EventLog:
 class Prepared:
     log: EventLog
     interactions: pd.DataFrame  # one row per event with ``label`` (models.data's input)
-    catalog: pd.DataFrame       # the catalog's typed rows (features.catalog.catalog_frame)
+    catalog: pd.DataFrame       # the catalog's typed rows (streamrec.catalog.catalog_frame)
     examples: ExampleSet        # every positive and its negatives, features joined
     negatives: int
     seed: int

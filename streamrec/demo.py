@@ -183,7 +183,6 @@ def _title(item: dict) -> str:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     import pandas as pd
 
-    from features.catalog import load_items
     from features.offline import read_event_log
     from features.store import FeatureStoreClient
     from features.stream_job import StreamPaths, summarize_stats
@@ -191,6 +190,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from models.cli import print_evaluation
     from models.evaluate import run_evaluation
     from models.train import EventLog, train
+    from streamrec.catalog import load_items
     from streams.generator import generate_world
     from streams.producer import EventProducer
     from streams.replay import replay

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streamrec.catalog import load_items
 from streamrec.errors import UserError
 from streamrec.vocabulary import DAYPARTS, DEVICES, GENRE_INDEX, GENRES, daypart, is_weekend, local_time
 
@@ -332,6 +333,7 @@ def load_world(directory: Path) -> World:
     except json.JSONDecodeError as e:
         raise UserError(f"{paths[0]}: not valid JSON ({e.msg} at line {e.lineno})") from None
     try:
-        return world_from_records(meta, _read_jsonl(paths[1]), _read_jsonl(paths[2]))
+        # The items through the catalog's one parser (it keeps the world's own fields of each record).
+        return world_from_records(meta, list(load_items(paths[1]).values()), _read_jsonl(paths[2]))
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{directory}: malformed world record ({type(e).__name__}: {e})") from None

@@ -113,7 +113,7 @@ class CandidateGenerator:
         config: MixerConfig = MixerConfig(), timezone: str = "UTC",
     ) -> CandidateGenerator:
         """Learn from a labelled event log (``models.retrieval.log.load_event_log``) and the item catalog
-        (item_id -> record with ``genres``, as ``features.catalog.load_items`` reads it).
+        (item_id -> record with ``genres``, as ``streamrec.catalog.load_items`` reads it).
 
         Events on items outside the catalog are dropped (they could never be served); ``info`` counts them.
         ``timezone`` (``settings.features.timezone``) places each watch in its day-part and weekend.

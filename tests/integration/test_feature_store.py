@@ -291,3 +291,20 @@ def test_cli_apply_online_and_batch_loads(tmp_path, monkeypatch, capsys, session
                                   "watch_seconds": 60}) + "\n")
     assert main(["features", "build-profiles", str(events)]) == 0
     assert "built 1 user profiles as of 2024-05-01T10:00:00+00:00" in capsys.readouterr().out
+
+
+def test_batch_loads_say_when_redis_does_not_answer(tmp_path, monkeypatch, capsys):
+    """`streamrec train` once ended in a redis-py traceback when Redis was down; a batch command says it in a line."""
+    from infra.process import free_port
+
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("STREAMREC_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("STREAMREC_FEAST__ONLINE_STORE", "redis")
+    monkeypatch.setenv("STREAMREC_FEAST__REDIS_CONNECTION", address)
+    monkeypatch.setattr("streamrec.cli.COMMAND_MODULES", ("features.cli",))
+    assert main(["features", "apply"]) == 0
+    capsys.readouterr()
+    assert main(["features", "load-catalog", write_catalog(tmp_path / "items.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"streamrec features: error: the online store (Redis at {address}) does not answer")
+    assert "Traceback" not in err and "streamrec infra up" in err

@@ -21,9 +21,9 @@ import pytest
 from kafka import KafkaProducer
 
 from features import stream_job
-from features.catalog import load_items
 from features.offline import compute_features
 from features.store import FeatureStoreClient
+from streamrec.catalog import load_items
 from streams.kafka_util import read_topic
 from streams.replay import replay
 from tests.fixtures.stream import assert_online_equals, expected_features, run_stream

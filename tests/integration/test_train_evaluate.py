@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from features.catalog import load_items
 from features.offline import compute_features, read_event_log
 from features.store import FeatureStoreClient
 from infra import process
@@ -24,6 +23,7 @@ from models.examples import RequestContext, serving_inputs
 from models.export import KERAS_FILE, METADATA
 from models.wide_deep import OUTPUT
 from serving.tf_client import PredictClient
+from streamrec.catalog import load_items
 from streamrec.config import Settings
 from streamrec.errors import UserError
 from streams.generator import generate_world

@@ -1,10 +1,10 @@
-"""The one catalog parser (``features.catalog``): what it accepts, what it refuses with file:line, the typed rows."""
+"""The one catalog parser (``streamrec.catalog``): what it accepts, what it refuses with file:line, the typed rows."""
 import json
 
 import pandas as pd
 import pytest
 
-from features.catalog import catalog_frame, load_items
+from streamrec.catalog import catalog_frame, load_items
 from streamrec.errors import UserError
 
 ALIEN = {"item_id": "i1", "title": "Alien", "genres": ["Horror", "Sci-Fi"], "year": 1979, "duration_minutes": 117,

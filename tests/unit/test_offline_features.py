@@ -5,9 +5,9 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from features.catalog import load_items
 from features.offline import compute_features, feature_history, read_event_log
 from features.user_state import FEATURE_COLUMNS
+from streamrec.catalog import load_items
 from streamrec.config import FeatureConfig
 from streamrec.errors import UserError
 

@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.catalog import load_items
 from models.baselines import BPR
 from models.data import make_split
 from models.retrieval import (
@@ -21,6 +20,7 @@ from models.retrieval import (
 )
 from models.retrieval import index as index_module
 from models.retrieval.index import build_index, top_k
+from streamrec.catalog import load_items
 from streamrec.errors import UserError
 from streams.generator import generate_world
 

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.catalog import load_items
 from models.data import IdEncoder, make_split, split_by_time, split_loo
 from models.retrieval import load_event_log
+from streamrec.catalog import load_items
 from streamrec.errors import UserError
 
 DAY = 86_400_000

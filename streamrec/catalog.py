@@ -29,6 +29,7 @@ _NUMBERS = {
     "popularity": ("a number", _finite),
 }
 
+
 def load_items(path: str | os.PathLike) -> dict[str, dict]:
     """items.jsonl as item_id -> record (``item_id``, ``title``, ``genres``, ``duration_minutes``, and
     ``year``, ``popularity`` when given); a bad line is a ``UserError`` naming file:line."""
