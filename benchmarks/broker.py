@@ -22,7 +22,6 @@ import json
 import math
 import os
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -112,12 +111,6 @@ def _value(tag: str, i: int) -> bytes:
     return f"{tag}{i}".encode().ljust(VALUE_BYTES, b".")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def _own_broker(settings: Settings) -> Iterator[tuple[Settings, process.Service]]:
     """A fresh broker on a free port, its data in a temporary dir; stopped and removed on the way out."""
@@ -125,7 +118,7 @@ def _own_broker(settings: Settings) -> Iterator[tuple[Settings, process.Service]
 
     with tempfile.TemporaryDirectory(prefix="streamrec-bench-broker-") as tmp:
         # The user's client options (security) are for their cluster, not this loopback broker.
-        kafka = dataclasses.replace(settings.kafka, bootstrap_servers=f"127.0.0.1:{_free_port()}", client_options={})
+        kafka = dataclasses.replace(settings.kafka, bootstrap_servers=f"127.0.0.1:{process.free_port()}", client_options={})
         own = dataclasses.replace(settings, data_dir=tmp, kafka=kafka)
         svc = broker.broker_service(own)
         try:

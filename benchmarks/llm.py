@@ -54,7 +54,7 @@ def candidates() -> list[Candidate]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", default="installed",
-                        help="embedded models to compare, comma-separated names of infra.MODELS, 'installed' "
+                        help="embedded models to compare, comma-separated names of serving.rerank.endpoint.MODELS, 'installed' "
                              "(default) or 'all'; ignored when an endpoint is configured (that one is measured)")
     parser.add_argument("--decoders", default=",".join(DECODERS), help="comma-separated: scored, generated")
     parser.add_argument("--requests", type=int, help="labelled requests to decide (default: all)")
@@ -63,7 +63,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-
     decoders = _names(args.decoders, DECODERS, "decoder")
     if args.requests is not None and args.requests < 1:
         raise UserError("--requests must be at least 1")
@@ -90,7 +89,6 @@ def _names(text: str, allowed, what: str) -> list[str]:
 
 
 def _models(text: str) -> list[str]:
-
     if text == "all":
         return list(MODELS)
     if text == "installed":

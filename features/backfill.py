@@ -39,9 +39,6 @@ def backfill_session_log(settings: Settings, events_path: str | Path, items_path
     from features.store import FeatureStoreClient
     from features.tables import arrow_schema, to_table
 
-    for path in (events_path, items_path):
-        if not Path(path).is_file():
-            raise UserError(f"{path}: no such file")
     history = feature_history(read_event_log(events_path), load_items(items_path), settings.features)
     if history.empty:
         raise UserError(f"{events_path} holds no events to backfill")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import msgspec
 import numpy as np
@@ -215,19 +216,27 @@ class UserState:
         return state
 
 
-def _folded(user_id: str, state: UserState) -> tuple[int, Session, int, bool]:
-    """What a state holds once an event is folded: the latest time, the session, the local hour and weekend."""
+class _Folded(NamedTuple):
+    """What a state holds once an event is folded (typed: no longer optional)."""
+
+    last_ts_ms: int
+    session: Session
+    local_hour: int
+    weekend: bool
+
+
+def _checked_folded(user_id: str, state: UserState) -> _Folded:
     if state.last_ts_ms is None or state.session is None or state.local_hour is None or state.weekend is None:
         raise ValueError(f"user {user_id!r}: no events folded yet")
-    return state.last_ts_ms, state.session, state.local_hour, state.weekend
+    return _Folded(state.last_ts_ms, state.session, state.local_hour, state.weekend)
 
 
 def feature_columns(users: Sequence[tuple[str, UserState]]) -> dict[str, list]:
     """The feature rows of many users as columns (FEATURE_COLUMNS, in order): cheaper than rows for a batch."""
-    folded = [_folded(user_id, state) for user_id, state in users]
+    folded = [_checked_folded(user_id, state) for user_id, state in users]
     states = [state for _, state in users]
-    last = [f[0] for f in folded]
-    hours = [f[2] for f in folded]
+    last = [f.last_ts_ms for f in folded]
+    hours = [f.local_hour for f in folded]
     decayed = np.array([s.decayed for s in states]).reshape(len(states), _DECAYED_SIZE).T.tolist()
     return {
         "user_id": [user_id for user_id, _ in users],
@@ -235,12 +244,12 @@ def feature_columns(users: Sequence[tuple[str, UserState]]) -> dict[str, list]:
         **dict(zip(DECAYED_COLUMNS, decayed)),
         "events_total": [s.events_total for s in states],
         "session_id": [s.session_id for s in states],
-        "session_events": [f[1].count for f in folded],
-        "session_length_s": [f[1].length_ms / 1000.0 for f in folded],
+        "session_events": [f.session.count for f in folded],
+        "session_length_s": [f.session.length_ms / 1000.0 for f in folded],
         "last_device": [s.last_device for s in states],
         "local_hour": hours,
         "daypart": [daypart(h) for h in hours],
-        "is_weekend": [int(f[3]) for f in folded],
+        "is_weekend": [int(f.weekend) for f in folded],
         "last_items": [[item_id for item_id, _ in s.last_items] for s in states],
         "last_event_ts_ms": last,
         "prev_gap_s": [0.0 if s.prev_ts_ms is None else (ms - s.prev_ts_ms) / 1000.0 for s, ms in zip(states, last)],

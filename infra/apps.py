@@ -13,6 +13,7 @@ import httpx
 
 from infra import process
 from infra.process import Service
+from streamrec.addresses import reachable
 from streamrec.config import Settings
 
 
@@ -57,7 +58,6 @@ def stream_service(settings: Settings) -> Service:
 
 def _healthz_answers(url: str):
     """A readiness check: ``url`` answers, and not with a server error (a 503 means not ready yet)."""
-    import httpx
 
     def ready() -> bool:
         try:
@@ -90,15 +90,20 @@ def api_missing(settings: Settings) -> str | None:
 
 def api_service(settings: Settings) -> Service:
     s = settings.serving
-    host = "127.0.0.1" if s.host in ("", "0.0.0.0") else s.host
     return Service(
         name="api",
         argv=_cli("serve"),
-        ready=_healthz_answers(f"http://{host}:{s.port}/healthz"),
+        ready=_healthz_answers(f"http://{reachable(s.host)}:{s.port}/healthz"),
         data_dir=settings.data_path,
         env={"STREAMREC_DATA_DIR": str(settings.data_path)},
         start_timeout_s=180.0,
     )
+
+
+def model_status_url(settings: Settings) -> str:
+    """TF Serving's model status API for the configured model (readiness, and the version ``infra status`` shows)."""
+    m = settings.model
+    return f"http://{reachable(m.host)}:{m.rest_port}/v1/models/{m.name}"
 
 
 def model_server_service(settings: Settings, repo: Path | None = None) -> Service:
@@ -109,20 +114,11 @@ def model_server_service(settings: Settings, repo: Path | None = None) -> Servic
         sys.executable, "-m", "serving.model_server",
         "--repo", str(repo), "--name", m.name, "--grpc-port", str(m.grpc_port), "--rest-port", str(m.rest_port),
     ]
-    probe_host = "127.0.0.1" if m.host in ("", "0.0.0.0") else m.host
-    status_url = f"http://{probe_host}:{m.rest_port}/v1/models/{m.name}"
-
-    def ready() -> bool:
-        try:
-            httpx.get(status_url, timeout=1.0)
-        except httpx.HTTPError:
-            return False
-        return True  # any answer, even NOT_FOUND before a first version exists, means it is up
-
     return Service(
         name="model-server",
         argv=argv,
-        ready=ready,
+        # Any answer below 500, even NOT_FOUND before a first version exists, means it is up.
+        ready=_healthz_answers(model_status_url(settings)),
         data_dir=settings.data_path,
         # The settings the flags do not carry; the child reads them from its environment.
         env={"STREAMREC_MODEL__HOST": m.host, "STREAMREC_MODEL__POLL_SECONDS": str(m.poll_seconds)},

@@ -17,14 +17,9 @@ TIMEOUT_S = 2.0
 
 def _get(url: str) -> httpx.Response | None:
     try:
-        resp = httpx.get(url, timeout=TIMEOUT_S)
+        return httpx.get(url, timeout=TIMEOUT_S)
     except httpx.HTTPError:
         return None
-    return resp if resp.status_code == 200 else None
-
-
-def _loopback(host: str) -> str:
-    return "127.0.0.1" if host in ("", "0.0.0.0") else host
 
 
 def broker_figure(settings: Settings) -> str | None:
@@ -68,18 +63,21 @@ def redis_figure(settings: Settings) -> str | None:
 
 def llm_figure(settings: Settings) -> str | None:
     """The model the server serves."""
-    from serving.rerank.endpoint import embedded_url
+    from infra.llm import served_models
 
-    resp = _get(f"{embedded_url(settings)}/models")
-    ids = [m.get("id") for m in resp.json().get("data", [])] if resp else []
+    ids = served_models(settings, timeout_s=TIMEOUT_S)
     return f"model {', '.join(ids)}" if ids else None
 
 
 def model_server_figure(settings: Settings) -> str | None:
     """The model version(s) available (TF Serving's model status API)."""
+    from infra.apps import model_status_url
+
     m = settings.model
-    resp = _get(f"http://{_loopback(m.host)}:{m.rest_port}/v1/models/{m.name}")
-    if resp is None:
+    resp = _get(model_status_url(settings))
+    if resp is not None and resp.status_code == 404:  # up, before the first `streamrec train`
+        return "no model version yet"
+    if resp is None or resp.status_code != 200:
         return None
     versions = [v["version"] for v in resp.json().get("model_version_status", []) if v.get("state") == "AVAILABLE"]
     return f"{m.name} version {', '.join(versions)}" if versions else "no model version yet"
@@ -91,7 +89,7 @@ def stream_figure(settings: Settings) -> str | None:
 
     port = settings.spark.metrics_port
     resp = _get(f"http://127.0.0.1:{port}/metrics") if port else None
-    if resp is None:
+    if resp is None or resp.status_code != 200:
         return None
     lag = [s.value for family in text_string_to_metric_families(resp.text)
            if family.name == "streamrec_stream_consumer_lag" for s in family.samples]

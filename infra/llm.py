@@ -55,15 +55,19 @@ def models_answer(base_url: str, timeout_s: float = 1.0) -> bool:
         return False
 
 
-def serves_configured_model(settings: Settings, timeout_s: float = 2.0) -> bool:
-    """True when the embedded server lists the configured model's alias: one started before the setting (or the
-    default) changed still runs the old weights, and ``process.start`` keeps a running service as it is."""
+def served_models(settings: Settings, timeout_s: float = 2.0) -> list[str] | None:
+    """The model ids the embedded server lists (``GET /models``); None when it does not answer."""
     try:
         with urllib.request.urlopen(f"{embedded_url(settings)}/models", timeout=timeout_s) as resp:
-            ids = {m.get("id") for m in json.load(resp).get("data", [])}
+            return [m.get("id") for m in json.load(resp).get("data", [])]
     except (urllib.error.URLError, OSError, ValueError, AttributeError):
-        return False
-    return embedded_model(settings.llm.embedded_model).alias in ids
+        return None
+
+
+def serves_configured_model(settings: Settings) -> bool:
+    """True when the embedded server lists the configured model's alias: one started before the setting (or the
+    default) changed still runs the old weights, and ``process.start`` keeps a running service as it is."""
+    return embedded_model(settings.llm.embedded_model).alias in (served_models(settings) or [])
 
 
 def llm_service(settings: Settings) -> Service:
@@ -108,8 +112,8 @@ def embedded_server(settings: Settings, service: str, model: str | None = None) 
         yield settings
         return
     model = model or settings.llm.embedded_model
-    if missing(model):
-        raise UserError(f"{model} not installed ({'; '.join(missing(model))}): run infra/install_llm.sh {model}")
+    if absent := missing(model):
+        raise UserError(f"{model} not installed ({'; '.join(absent)}): run infra/install_llm.sh {model}")
     cfg = dataclasses.replace(settings, llm=dataclasses.replace(settings.llm, embedded_model=model,
                                                                  port=process.free_port()))
     svc = dataclasses.replace(llm_service(cfg), name=service)

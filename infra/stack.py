@@ -22,6 +22,10 @@ def _always(settings: Settings) -> bool:
     return True
 
 
+def _broker_address(settings: Settings) -> tuple[str, int]:
+    return host_port(settings.kafka.bootstrap_servers.split(",")[0], KAFKA_PORT)
+
+
 def _nothing(settings: Settings) -> None:
     return None
 
@@ -34,12 +38,15 @@ class Component:
     missing: Callable[[Settings], str | None] = _nothing  # an input it needs that is absent
     port: Callable[[Settings], str] = lambda settings: "-"  # what it listens on, for `infra status`
     figure: Callable[[Settings], str | None] = _nothing  # its key figure, read from the running service
+    # Whether it answers, for `infra status`, where the start-up probe (`Service.ready`) would cost too much.
+    healthy: Callable[[Settings], bool] | None = None
 
 
 # Start order; stopped in reverse.
 COMPONENTS: tuple[Component, ...] = (
+    # The broker's start-up probe reads its whole snapshot file: status asks only whether its port answers.
     Component("broker", broker.broker_service, broker.is_embedded, figure=figures.broker_figure,
-              port=lambda s: str(host_port(s.kafka.bootstrap_servers.split(",")[0], KAFKA_PORT)[1])),
+              port=lambda s: str(_broker_address(s)[1]), healthy=lambda s: broker.port_open(*_broker_address(s))),
     Component("redis", redis.redis_service, redis.is_embedded, figure=figures.redis_figure,
               port=lambda s: str(redis.host_port(s)[1])),
     Component("llm", llm.llm_service, llm.is_embedded, missing=lambda s: "; ".join(llm.missing(s.llm.embedded_model)) or None,
@@ -110,7 +117,8 @@ def status(settings: Settings) -> list[Status]:
             uptime = time.time() - svc.pid_file.stat().st_mtime
         except OSError:
             uptime = None
-        rows.append(Status(c.name, state, pid, c.port(settings), svc.ready(), uptime, c.figure(settings)))
+        healthy = c.healthy(settings) if c.healthy else svc.ready()
+        rows.append(Status(c.name, state, pid, c.port(settings), healthy, uptime, c.figure(settings)))
     return rows
 
 

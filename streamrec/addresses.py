@@ -7,6 +7,11 @@ from urllib.parse import urlsplit
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
+def reachable(host: str) -> str:
+    """The address to reach a server bound to ``host`` from this machine: a wildcard bind is reached on loopback."""
+    return {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+
+
 def host_port(address: str, default_port: int) -> tuple[str, int]:
     """``host[:port]`` (IPv6 in brackets) as ``(host, port)``; loopback when the host is empty."""
     parts = urlsplit("//" + address.strip())

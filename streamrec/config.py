@@ -152,7 +152,7 @@ class LLMConfig:
     base_url: str = ""
     api_key: str = ""
     model: str = ""
-    # The weights the embedded llama-server runs (infra.llm.MODELS); ignored with an endpoint.
+    # The weights the embedded llama-server runs (serving.rerank.endpoint.MODELS); ignored with an endpoint.
     embedded_model: str = "qwen2.5-coder-0.5b"
     mode: LLMMode = "intent"
     # How an intent is read from the model: "scored" ranks each field's allowed values by the model's

@@ -9,7 +9,6 @@ import json
 import shutil
 import time
 from collections import Counter
-from pathlib import Path
 
 from streamrec.config import Settings
 from streamrec.errors import UserError
@@ -55,18 +54,6 @@ def consume_summary(settings: Settings) -> dict:
         "users_split_across_partitions": sum(len(p) > 1 for p in partition_of.values()),  # keyed by user: must be 0
         "dlq": dlq,
     }
-
-
-def latest_event_per_user(events_path: Path, until_ms: int | None = None) -> dict[str, int]:
-    """Each user's latest event time, among events at or before ``until_ms`` (the validator sends later ones to
-    the DLQ as from the future, so they never reach the features)."""
-    from features.offline import read_event_log
-
-    latest: dict[str, int] = {}
-    for e in read_event_log(events_path):
-        if until_ms is None or e["ts_ms"] <= until_ms:
-            latest[e["user_id"]] = max(latest.get(e["user_id"], 0), e["ts_ms"])
-    return latest
 
 
 def wait_until_online(settings: Settings, expected: dict[str, int], timeout_s: float = 900.0, poll_s: float = 1.0,
@@ -228,7 +215,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     step("stream job (Spark Structured Streaming) -> live features in Feast")
     stack.up(settings, only=["stream"])
-    latest = latest_event_per_user(world / "events.jsonl", until_ms=int(time.time() * 1000))
+    # Each user's latest event; later ones (sessions running on past now) go to the DLQ as from the future.
+    latest = events[events["ts_ms"] <= int(time.time() * 1000)].groupby("user_id")["ts_ms"].max().to_dict()
     waited = wait_until_online(settings, latest)
     print(f"   all users' online features current after {waited:.0f}s more")
     print("   " + json.dumps(summarize_stats(StreamPaths.of(settings).stats)))

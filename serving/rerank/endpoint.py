@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from streamrec.addresses import reachable
 from streamrec.config import ConfigError, LLMConfig, Settings
 
 
@@ -76,7 +77,5 @@ def resolve_endpoint(settings: Settings) -> tuple[str, str, str]:
 
 
 def embedded_url(settings: Settings) -> str:
-    host = settings.llm.host
-    # A server bound to every interface is still reached over loopback.
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    host = reachable(settings.llm.host)
     return f"http://{f'[{host}]' if ':' in host else host}:{settings.llm.port}/v1"

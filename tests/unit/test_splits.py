@@ -57,7 +57,7 @@ def test_load_reads_both_time_formats_and_labels_watches(tmp_path):
         _event("u1", "a", T0 + 1_000),
         _event("u1", "b", "2023-11-14T22:13:22Z", kind="click"),
         _event("u2", "a", "2023-11-14T23:13:23+01:00"),
-        _event("u2", "c", "2023-11-14T22:13:24+00:00"),  # a time without a zone is refused (the event contract)
+        _event("u2", "c", "2023-11-14T22:13:24+00:00"),  # with its zone: one without is refused (the event contract)
     ])
     events = load_event_log(path)
     assert events["ts_ms"].tolist() == [T0 + 1_000, T0 + 2_000, T0 + 3_000, T0 + 4_000]
