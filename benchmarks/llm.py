@@ -110,7 +110,9 @@ def _bench(settings: Settings, label: str, decoders, labelled, listwise: int) ->
 
     rows = []
     for decoder in decoders:
-        cfg = dataclasses.replace(settings, llm=dataclasses.replace(settings.llm, mode="intent", intent_decoder=decoder))
+        # Its own cache: a shared (Redis) one could answer from decisions an earlier run made.
+        cfg = dataclasses.replace(settings, llm=dataclasses.replace(settings.llm, mode="intent", intent_decoder=decoder),
+                                  serving=dataclasses.replace(settings.serving, rerank_cache="memory"))
         latencies, statuses, pairs = [], [], []
         with Reranker(cfg) as reranker:
             print(f"bench llm: {label}, {decoder}: {len(labelled)} labelled requests", flush=True)

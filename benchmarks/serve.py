@@ -6,7 +6,10 @@ client's own queueing counts too. Bounded: rate x ``--seconds`` requests at most
 MAX_IN_FLIGHT at once (beyond: counted as dropped), loopback URLs only. The rates run back to back, each
 after ``--warmup-seconds`` of uncounted load at that rate.
 
-Against the running API by default. With ``--catalogs 1000,10000,100000``, against a synthetic stack of
+Against the running API by default; ``--url`` with several comma-separated URLs (API replicas) spreads the
+requests round-robin so that each user is asked of every replica in turn, back to back, and reports how often
+the replicas' answers (the item order) agree: with the shared Redis re-rank cache they should always.
+With ``--catalogs 1000,10000,100000``, against a synthetic stack of
 each size that the bench builds, runs and removes itself (``benchmarks.stack``), in modes off and warm.
 
 ``--floor``: before the load, the Predict request the API sends for one user (made by the API's own
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -71,14 +75,16 @@ class Results:
     errors: Counter = field(default_factory=Counter)
     rerank: Counter = field(default_factory=Counter)
     cache_age_s: list[float] = field(default_factory=list)
+    orders: dict[int, tuple[str, ...]] = field(default_factory=dict)  # request number -> the item ids answered
     dropped: int = 0
     sent: int = 0
 
-    def record(self, e2e_ms: float, body: dict | None) -> None:
-        """``body``: the API's answer; None for the floor's, which has nothing but its latency."""
+    def record(self, e2e_ms: float, body: dict | None, i: int) -> None:
+        """``body``: the API's answer to request ``i``; None for the floor's, which has nothing but its latency."""
         self.e2e_ms.append(e2e_ms)
         if body is None:
             return
+        self.orders[i] = tuple(item["item_id"] for item in body["items"])
         for stage, ms in body["timings_ms"].items():
             self.stages_ms.setdefault(stage, []).append(ms)
         self.rerank[body["rerank"]["status"]] += 1
@@ -104,7 +110,9 @@ def _modes(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", help="the API's base URL, loopback only (default: http://127.0.0.1:<serving.port>)")
+    parser.add_argument("--url", help="the API's base URL, loopback only (default: http://127.0.0.1:<serving.port>); "
+                                      "several, comma-separated (replicas): round-robin, each user asked of every one "
+                                      "in turn, and whether their answers agree")
     rate = parser.add_mutually_exclusive_group()
     rate.add_argument("--rps", type=float, help="one request rate (default: 100)")
     rate.add_argument("--rates", type=_numbers(float, "--rates"),
@@ -156,11 +164,11 @@ def _api_runs(args: argparse.Namespace, settings: Settings, rates: list[float]) 
     modes = args.mode or ["off"]
     if len(modes) != 1:
         raise UserError("a running API has one mode: give one --mode (several need --catalogs)")
-    url = _check_url(args.url or f"http://127.0.0.1:{settings.serving.port}")
+    urls = [_check_url(u) for u in (args.url or f"http://127.0.0.1:{settings.serving.port}").split(",") if u.strip()]
     users = _users(Path(args.users_file) if args.users_file else settings.data_path / "world" / "users.jsonl",
                    args.n_users)
     floor = _floor(settings, users[0], rates, args) if args.floor else None
-    return _mode_runs(url, settings, users, modes[0], rates, args, None, floor)
+    return _mode_runs(urls, settings, users, modes[0], rates, args, None, floor)
 
 
 def _catalog_runs(args: argparse.Namespace, settings: Settings, rates: list[float]) -> list[dict]:
@@ -181,15 +189,15 @@ def _catalog_runs(args: argparse.Namespace, settings: Settings, rates: list[floa
             floor = _floor(stack.settings, users[0], rates, args, items) if args.floor else None
             for mode in modes:
                 with running_api(stack, mode) as url:
-                    rows += _mode_runs(url, stack.settings, users, mode, rates, args, items, floor)
+                    rows += _mode_runs([url], stack.settings, users, mode, rates, args, items, floor)
     return rows
 
 
-def _mode_runs(url: str, settings: Settings, users: list[str], mode: str, rates: list[float],
+def _mode_runs(urls: list[str], settings: Settings, users: list[str], mode: str, rates: list[float],
                args: argparse.Namespace, catalog: int | None, floor: dict | None) -> list[dict]:
     # A trusted service's token: like a web backend, the bench asks for many users.
     headers = bearer_header(settings, ["recommend:any"], name="bench-serve", ttl_days=1)
-    rows = asyncio.run(_bench(url, headers, users, mode, rates, args, catalog))
+    rows = asyncio.run(_bench(urls, headers, users, mode, rates, args, catalog))
     for row in rows:
         row["floor_ms"] = floor[row["rps_target"]] if floor else None
         floor_p99 = (row["floor_ms"] or {}).get("p99")
@@ -228,24 +236,31 @@ def _users(path: Path, n: int) -> list[str]:
 # ---------------------------------------------------------------- the API
 
 
-async def _bench(url: str, headers: dict, users: list[str], mode: str, rates: list[float],
+async def _bench(urls: list[str], headers: dict, users: list[str], mode: str, rates: list[float],
                  args: argparse.Namespace, catalog: int | None) -> list[dict]:
     # aiohttp, not httpx: ~1.1 ms of client CPU a request against ~2.7, and the client shares the 2 cores it measures.
     import aiohttp
 
-    # Idle connections expire before uvicorn's 5 s keep-alive closes them, so none is reused as it closes.
-    connector = aiohttp.TCPConnector(limit=MAX_IN_FLIGHT, keepalive_timeout=2.0)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     rows = []
-    async with aiohttp.ClientSession(base_url=url, headers=headers, connector=connector, timeout=timeout) as client:
-        first = await _get(client, users[0], args.k)
-        _check_mode(first["rerank"]["status"], mode)
-        if mode == "warm":
-            await _warm(client, users, args.k, args.warm_timeout)
+    async with contextlib.AsyncExitStack() as stack:
+        clients = []
+        for url in urls:
+            # Idle connections expire before uvicorn's 5 s keep-alive closes them, so none is reused as it closes.
+            connector = aiohttp.TCPConnector(limit=MAX_IN_FLIGHT, keepalive_timeout=2.0)
+            clients.append(await stack.enter_async_context(
+                aiohttp.ClientSession(base_url=url, headers=headers, connector=connector, timeout=timeout)))
+        for client in clients:
+            first = await _get(client, users[0], args.k)
+            _check_mode(first["rerank"]["status"], mode)
+            if mode == "warm":  # each replica: with in-process caches, each has its own
+                await _warm(client, users, args.k, args.warm_timeout)
 
         async def call(i: int) -> dict:
+            # Request i goes to replica i mod R, for user i div R: each user is asked of every replica back to back.
+            client, user = clients[i % len(clients)], users[i // len(clients) % len(users)]
             try:
-                async with client.get("/recommend", params={"user_id": users[i % len(users)], "k": str(args.k)}) as resp:
+                async with client.get("/recommend", params={"user_id": user, "k": str(args.k)}) as resp:
                     if resp.status != 200:
                         raise Failed(f"HTTP {resp.status}")
                     return await resp.json()
@@ -254,17 +269,17 @@ async def _bench(url: str, headers: dict, users: list[str], mode: str, rates: li
 
         for rps in rates:
             results, elapsed = await _measure(call, rps, args)
-            rows.append(_figures(results, elapsed, catalog, mode, url, rps, args.seconds, len(users)))
+            rows.append(_figures(results, elapsed, catalog, mode, urls, rps, args.seconds, len(users)))
             _print_run(rows[-1])
     return rows
 
 
-def _figures(results: Results, elapsed: float, catalog: int | None, mode: str, url: str, rps: float,
+def _figures(results: Results, elapsed: float, catalog: int | None, mode: str, urls: list[str], rps: float,
              seconds: float, users: int) -> dict:
     asked = sum(n for status, n in results.rerank.items() if status not in NOT_ASKED)
     fell_back = sum(n for status, n in results.rerank.items() if status not in NOT_ASKED | APPLIED)
     return {
-        "catalog": catalog, "mode": mode, "url": url, "rps_target": rps, "seconds": seconds, "users": users,
+        "catalog": catalog, "mode": mode, "url": ",".join(urls), "rps_target": rps, "seconds": seconds, "users": users,
         "sent": results.sent, "answered": len(results.e2e_ms), "dropped": results.dropped,
         "achieved_rps": round(len(results.e2e_ms) / elapsed, 1),
         "e2e_ms": _percentiles(results.e2e_ms),
@@ -273,7 +288,19 @@ def _figures(results: Results, elapsed: float, catalog: int | None, mode: str, u
         "rerank_statuses": dict(results.rerank),
         "llm_fallback_rate": round(fell_back / asked, 4) if asked else None,
         "cache_age_s": _percentiles(results.cache_age_s) if results.cache_age_s else None,
+        "replicas_agree": _agreement(results.orders, len(urls)) if len(urls) > 1 else None,
     }
+
+
+def _agreement(orders: dict[int, tuple[str, ...]], replicas: int) -> dict:
+    """Of the rounds (one user asked of every replica back to back) all of whose requests were answered, those
+    whose answers list the same items in the same order."""
+    rounds: dict[int, list[tuple[str, ...]]] = {}
+    for i, order in orders.items():
+        rounds.setdefault(i // replicas, []).append(order)
+    complete = [answers for answers in rounds.values() if len(answers) == replicas]
+    agreed = sum(len(set(answers)) == 1 for answers in complete)
+    return {"rounds": len(complete), "agreed": agreed, "rate": round(agreed / len(complete), 4) if complete else None}
 
 
 def _check_mode(status: str, mode: str) -> None:
@@ -425,7 +452,7 @@ async def _one(call: Callable[[int], Awaitable], i: int, scheduled: float, resul
         results.errors[str(e)] += 1
         return
     e2e_ms = (asyncio.get_running_loop().time() - scheduled) * 1000.0
-    results.record(e2e_ms, answer)
+    results.record(e2e_ms, answer, i)
 
 
 def _percentiles(values: list[float]) -> dict:
@@ -445,10 +472,12 @@ def _print_run(f: dict) -> None:
     p99 = f["e2e_ms"].get("p99", math.nan)
     rate = f["llm_fallback_rate"]
     ages = f["cache_age_s"]
+    agree = f["replicas_agree"]
     print(f"{where}mode {f['mode']}, {f['rps_target']:g} rps: {f['answered']}/{f['sent']} answered "
           f"({f['achieved_rps']} rps), p99 {p99:.2f} ms; re-rank {f['rerank_statuses']}, LLM fallback rate "
           f"{'n/a (LLM off)' if rate is None else f'{rate:.1%}'}"
-          + (f", cached re-rank age p50 {ages['p50']} s, max {ages['max']} s" if ages else ""), flush=True)
+          + (f", cached re-rank age p50 {ages['p50']} s, max {ages['max']} s" if ages else "")
+          + (f"; replicas agree in {agree['agreed']}/{agree['rounds']} rounds" if agree else ""), flush=True)
 
 
 def _print_table(rows: list[dict], k: int) -> None:

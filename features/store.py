@@ -5,22 +5,25 @@ Its Feast config and definitions come from ``features.feast_repo``. Offline layo
     user_session/date=YYYY-MM-DD/batch-<id>.parquet   every pushed session row
     items/items.parquet                                the catalog, stamped at the epoch
     user_profile/profile-<cut ms>.parquet              one file per profile cut
+
+The session log may live elsewhere (``feast.offline_log_uri``: a path or URI, written and listed through
+``streams.storage``); Feast's DuckDB store reads it there.
 """
 from __future__ import annotations
 
 import functools
-import glob
 import os
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import redis
 from feast import FeatureStore, FeatureView, FileSource
 from feast.errors import FeatureViewNotFoundException
@@ -39,6 +42,7 @@ from features.tables import arrow_schema, latest_per_key, to_frame, to_table, wr
 from streamrec.catalog import catalog_frame, load_items
 from streamrec.config import Settings
 from streamrec.errors import UserError
+from streams.storage import Location
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The offline parquet's time resolution: "strictly before t" is "at or before t - TICK".
@@ -52,6 +56,10 @@ class FeatureStoreClient:
         self.offline_dir = settings.data_path / "offline"
         self._module = definitions_module(repo_dir(settings))
         self.defs = self._module.build(str(self.offline_dir))
+        if settings.feast.offline_log_uri:  # the definitions put every source under the offline dir
+            log_source = self.defs.session_view.batch_source
+            assert isinstance(log_source, FileSource)  # the push source's batch source, shared by the view
+            log_source.file_options.uri = f"{self.session_log_dir.for_readers}/{self._module.EVERY_PARQUET}"
         self.config = repo_config(settings)
         self.store = FeatureStore(config=self.config)
         self._session_schema = arrow_schema(self.defs.session_view)
@@ -103,21 +111,25 @@ class FeatureStoreClient:
         self.log_offline(pa.Table.from_pydict(dict(columns), schema=self._session_schema), batch)
 
     @property
-    def session_log_dir(self) -> Path:
+    def session_log_dir(self) -> Location:
         """The offline session log: ``date=YYYY-MM-DD/batch-<id>.parquet`` under it."""
-        return self.offline_dir / self._module.SESSION_LOG_DIR
+        where = self.settings.feast.offline_log_uri or self.offline_dir / self._module.SESSION_LOG_DIR
+        return Location.of(where, "feast.offline_log_uri")
 
     def log_offline(self, table: pa.Table, batch: str) -> None:
         log_dir = self.session_log_dir
         days = table.column("event_timestamp").to_pandas().dt.strftime("%Y-%m-%d")
         written = set()
         for day in sorted(days.unique()):
-            path = log_dir / f"date={day}" / f"batch-{batch}.parquet"
-            write_parquet_atomic(table.filter(pa.array((days == day).to_numpy())), path)
-            written.add(path)
+            file = log_dir / f"date={day}" / f"batch-{batch}.parquet"
+            out = pa.BufferOutputStream()
+            pq.write_table(table.filter(pa.array((days == day).to_numpy())), out)
+            file.write_atomic(out.getvalue())
+            written.add(file.path)
         # A replay whose rows fall on other days must not leave the first attempt's files behind.
-        for stale in set(log_dir.glob(f"date=*/batch-{batch}.parquet")) - written:
-            stale.unlink()
+        for stale in log_dir.glob(f"date=*/batch-{batch}.parquet"):
+            if stale.path not in written:
+                stale.unlink(missing_ok=True)
 
     def _write_online(self, view: FeatureView, df: pd.DataFrame) -> int:
         key = view.entity_columns[0].name
@@ -237,6 +249,26 @@ class FeatureStoreClient:
             self.store.write_to_online_store(self.defs.item_view.name, online)
         return table.num_rows
 
+    def upsert_items(self, items: Mapping[str, Mapping]) -> int:
+        """Items added or changed (item_id -> record, ``streamrec.catalog``'s form) into the item parquet and online.
+
+        The parquet is rewritten with them in place (training joins it as of the epoch: the catalog, not a log)."""
+        if not items:
+            return 0
+        path = self.offline_dir / self._module.ITEMS_FILE
+        schema = arrow_schema(self.defs.item_view)
+        table = to_table(catalog_frame(items).assign(event_timestamp=EPOCH), schema, "catalog changes")
+        if path.is_file():
+            kept = pq.read_table(path, schema=schema)
+            kept = kept.filter(pc.invert(pc.is_in(kept["item_id"], table["item_id"])))
+            table = pa.concat_tables([kept, table])
+        write_parquet_atomic(table, path)
+        online = to_frame(table.filter(pc.is_in(table["item_id"], pa.array(list(items))))).assign(
+            event_timestamp=pd.Timestamp.now(tz="UTC"))  # newer than what Redis holds, as in load_catalog
+        with self._answering():
+            self.store.write_to_online_store(self.defs.item_view.name, online)
+        return len(items)
+
     def build_profiles(self, events: pd.DataFrame, cut: datetime, *, online: bool = True) -> int:
         """Long-term profiles from the events up to ``cut``, stamped ``cut``, into the offline store and, if
         ``online``, the online store; returns the user count."""
@@ -289,7 +321,7 @@ class FeatureStoreClient:
         files = _parquet_files(source.path)
         if not files:
             raise UserError(f"no offline data for {view.name} at {source.path}")
-        known = pd.concat([pd.read_parquet(f, columns=[key])[key] for f in files]).unique()
+        known = pd.concat([pd.read_parquet(f.path, columns=[key], filesystem=f.fs)[key] for f in files]).unique()
         pairs = entity_df.loc[entity_df[key].isin(known), [key, "event_timestamp"]].drop_duplicates()
         if pairs.empty:
             return pairs.reindex(columns=[key, "event_timestamp", *names])
@@ -315,6 +347,10 @@ def _by_keys(rows: pd.DataFrame, key: str, limit: int) -> list[pd.DataFrame]:
     return [part for _, part in rows.groupby(part_of_key[codes], sort=True)]
 
 
-def _parquet_files(source: str) -> list[str]:
-    """The files a source path names: the file itself, or a glob's matches (``**/*.parquet``)."""
-    return sorted(p for p in glob.glob(source, recursive=True) if os.path.isfile(p))
+def _parquet_files(source: str) -> list[Location]:
+    """The files a source path or URI names: the file itself, or a directory glob's matches (``<dir>/**/*.parquet``)."""
+    base, recursive, pattern = source.partition("/**/")
+    if recursive:
+        return Location.of(base).glob(pattern)
+    file = Location.of(source)
+    return [file] if file.exists() and not file.is_dir() else []

@@ -7,7 +7,8 @@ rather than guess where to go on. This resets only the offsets, at a point the o
 - the per-user state (features and the event ids inside each user's watermark) becomes the base
   of the new state store, so features continue and duplicates are still dropped (re-read events
   behind a user's watermark go to the DLQ as ``late_event``, as any late event);
-- the old checkpoint and the stats move aside to ``<data>/stream/checkpoint-<UTC time>``;
+- the old checkpoint and the stats move aside to ``checkpoint-<UTC time>`` beside it (a checkpoint on an
+  object store is refused: pyarrow's S3 and GCS filesystems cannot move a directory);
 - the run epoch goes up by one: the new query's batch ids start at 0 again, and the offline log
   names its files by epoch and batch id.
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from datetime import UTC, datetime
 
 from features.stream_job import StreamPaths
@@ -24,6 +24,7 @@ from streamrec.config import Settings
 from streamrec.errors import UserError
 
 CHOICES = ("earliest", "latest")
+MOVES_DIRECTORIES = ("local", "hdfs")  # pyarrow filesystems (``type_name``) whose move takes a directory
 
 
 def _running_pid(paths: StreamPaths) -> int | None:
@@ -45,6 +46,9 @@ def reset_offsets(settings: Settings, to: str, echo=print) -> dict:
     if to not in CHOICES:
         raise UserError(f"--reset-offsets takes {' or '.join(CHOICES)}, got {to!r}")
     paths = StreamPaths.of(settings)
+    if paths.checkpoint.fs.type_name not in MOVES_DIRECTORIES:
+        raise UserError(f"--reset-offsets moves the checkpoint directory, which the {paths.checkpoint.fs.type_name} "
+                        f"filesystem of {paths.checkpoint} cannot do: not supported there yet")
     if (pid := _running_pid(paths)) is not None:
         raise UserError(f"the stream job runs (pid {pid}): stop it first ('streamrec infra down')")
     earliest, latest = topic_offsets(settings.kafka, [settings.kafka.events_topic])
@@ -55,16 +59,17 @@ def reset_offsets(settings: Settings, to: str, echo=print) -> dict:
     fresh = paths.checkpoint.with_name(f".checkpoint-{stamp}.new")
 
     # The new checkpoint is built beside the old one, then swapped in: a crash leaves one or the other.
-    shutil.rmtree(fresh, ignore_errors=True)
-    fresh.mkdir(parents=True)
+    fresh.rmtree()
+    fresh.mkdir()
     users = StateStore(paths.state).write_base(StreamPaths(fresh, paths.stats, paths.heartbeat).state) if paths.state.is_dir() else 0
     info = {"epoch": previous["epoch"] + 1, "starting_offsets": start, "reset_at": stamp, "reset_to": to,
             "previous": aside.name if paths.checkpoint.exists() else None}
-    (fresh / "run.json").write_text(json.dumps(info, indent=2))
+    StreamPaths(fresh, paths.stats, paths.heartbeat).run_file.write_atomic(json.dumps(info, indent=2).encode())
     if paths.checkpoint.exists():
         paths.checkpoint.rename(aside)
-        if paths.stats.exists():
-            paths.stats.rename(aside / paths.stats.name)
+        if paths.stats.exists():  # local (see StreamPaths): copied beside the old checkpoint, wherever it is
+            (aside / paths.stats.name).write_atomic(paths.stats.read_bytes())
+            paths.stats.unlink()
     fresh.rename(paths.checkpoint)
     echo(f"stream: offsets reset to {to} {json.dumps(start)}; user state of {users} user(s) kept; epoch {info['epoch']}"
          + (f"; old checkpoint and stats in {aside}" if info["previous"] else ""))

@@ -1,5 +1,6 @@
 """The stream job's ``foreachBatch``: one micro-batch from Kafka records to online features.
 
+    catalog changes (streams.catalog_topic) -> the fold's catalog, Feast's item view
     toArrow (Spark runs the batch: Kafka read)  -> parse + screen + fold (features.stream_batch)
       -> online write (one pipelined round trip) -> state store -> offline log -> features topic, DLQ
 
@@ -40,14 +41,18 @@ from features.store import FeatureStoreClient
 from features.stream_batch import DeadLetter, Folded, fold_batch, latest_only, parse_records
 from features.stream_metrics import StreamMetrics
 from features.stream_state import StateStore
-from streamrec.catalog import load_items
+from streamrec.catalog import apply_changes, load_items
 from streamrec.config import Settings
 from streamrec.events import InvalidEvent
+from streams.catalog_topic import CatalogFollower, dead_letter, delivered
 from streams.kafka_source import Fingerprints, last_fingerprints
 from streams.kafka_util import LIBRDKAFKA_LOG, librdkafka_config
-from streams.producer import DeliveryError, EventProducer
+from streams.producer import DeliveryError, EventProducer, open_kafka_producer
+from streams.storage import Location
 
 log = logging.getLogger(__name__)
+
+FIRST_CATALOG_POLL_S = 1.0
 
 
 
@@ -89,8 +94,8 @@ class StreamSink:
     the same source and sink without the fold's state (the engine's floor in ``bench freshness``).
     ``on_batch(stats, event_age_ms)`` receives every batch's figures (the benchmark uses it)."""
 
-    def __init__(self, settings: Settings, stats_path: Path, catalog: Path, *, state_path: Path | None,
-                 lateness_ms: int, fingerprints: Path | None = None, epoch: int = 0, metrics: StreamMetrics | None = None,
+    def __init__(self, settings: Settings, stats_path: Path, catalog: Path, *, state_path: Path | Location | None,
+                 lateness_ms: int, fingerprints: Path | Location | None = None, epoch: int = 0, metrics: StreamMetrics | None = None,
                  echo=print, on_batch: Callable[[dict, np.ndarray], None] | None = None, kill_switch: Path | None = None):
         self.settings = settings
         self.store = FeatureStoreClient(settings)
@@ -106,6 +111,7 @@ class StreamSink:
         self.on_batch = on_batch
         self._dlq: EventProducer | None = None
         self._features = feature_producer(settings.kafka)
+        self._catalog_changes: CatalogFollower | None = None
         self.last_batch_at = time.monotonic()
         self._parse = functools.partial(
             parse_records, max_bytes=settings.ingest.max_event_bytes, max_future_skew_s=settings.ingest.max_future_skew_seconds
@@ -120,6 +126,8 @@ class StreamSink:
             clock[0] = now
 
         stages: dict[str, float] = {}
+        self._follow_catalog()
+        lap("catalog")
         table = batch.toArrow()  # Spark executes the micro-batch here: planning, Kafka read, Arrow transfer
         lap("spark")
         parsed = self._parse(
@@ -158,6 +166,38 @@ class StreamSink:
             # Fault injection (the fault suite): the batch fully written, Spark's commit not yet.
             self.kill_switch.unlink()
             os.kill(os.getpid(), signal.SIGKILL)
+
+    def _follow_catalog(self) -> None:
+        """Catalog changes since the last batch into the fold's catalog and Feast's item view; refused ones to the
+        catalog DLQ. The follower starts at the topic's beginning (in a new job, or after a failure here), so every
+        change is written again then: the writes are idempotent, the dead letters at least once."""
+        cfg = self.settings.kafka
+        try:
+            first = self._catalog_changes is None
+            if self._catalog_changes is None:
+                self._catalog_changes = CatalogFollower(self.settings)
+            # Once, a moment for the first fetch: a new job folds no event before the changes already published.
+            changes, bad = self._catalog_changes.poll(FIRST_CATALOG_POLL_S if first else 0.0)
+            merged, refused = apply_changes(self.catalog, [(c.op, c.item) for c in changes])
+            if merged:
+                self.store.upsert_items(merged)
+                self.catalog = {**self.catalog, **merged}
+                self.echo(f"catalog: {len(merged)} item(s) added or changed")
+            dead = [(b.value, b.error, b.source) for b in bad]
+            dead += [(msgspec.json.encode({"op": changes[n].op, "item": changes[n].item}), e, changes[n].source)
+                     for n, e in refused]
+            if dead:
+                producer = open_kafka_producer(cfg)
+                try:
+                    delivered(producer, [dead_letter(producer, self.settings, value, e.reason, f"{source}: {e}", "stream")
+                                         for value, e, source in dead], cfg.request_timeout_ms / 1000)
+                finally:
+                    producer.close()
+        except Exception:
+            if self._catalog_changes is not None:  # read again from the start: nothing polled here is lost
+                self._catalog_changes.close()
+                self._catalog_changes = None
+            raise
 
     def _publish(self, folded: Folded) -> None:
         if folded.columns:
@@ -242,6 +282,8 @@ class StreamSink:
         )
 
     def close(self) -> None:
+        if self._catalog_changes is not None:
+            self._catalog_changes.close()
         if self._features is not None:
             self._features.flush(self.settings.kafka.request_timeout_ms / 1000)
             self._features = None  # librdkafka's threads end with the last reference

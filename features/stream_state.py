@@ -1,4 +1,5 @@
-"""The stream job's per-user state: in memory, made durable by a changelog in the checkpoint dir.
+"""The stream job's per-user state: in memory, made durable by a changelog in the checkpoint dir
+(a path or URI, written through ``streams.storage``, so it may be remote like the checkpoint).
 
 Spark keeps the Kafka offsets (its offset log is written before a batch runs and its commit
 log after), and replays an uncommitted batch with the same id and the same records. This
@@ -24,12 +25,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from streamrec.errors import UserError
+from streams.storage import Location
 
 _FILE = re.compile(r"^(batch|snapshot)-(\d+)\.arrow$")
 BASE = "base.arrow"
@@ -44,9 +45,10 @@ class StateAheadError(UserError):
 
 
 class StateStore:
-    def __init__(self, directory: Path, snapshot_every: int = 1000):
-        directory.mkdir(parents=True, exist_ok=True)
-        self.dir = directory
+    def __init__(self, directory: str | os.PathLike | Location, snapshot_every: int = 1000):
+        """``directory``: a path or URI (``streams.storage``), so the state can live beside a remote checkpoint."""
+        self.dir = Location.of(directory, "stream state")
+        self.dir.mkdir()
         self.snapshot_every = snapshot_every
         self._version: int | None = None  # the batch whose outcome the memory holds
         self._records: dict[str, bytes] = {}
@@ -82,11 +84,10 @@ class StateStore:
         if batch_id % self.snapshot_every == 0 and batch_id > 0:
             self._snapshot(batch_id)
 
-    def write_base(self, directory: Path) -> int:
+    def write_base(self, directory: str | os.PathLike | Location) -> int:
         """Write the newest state as the base of a new store in ``directory``; returns the users it holds."""
         files = self._files()
         self._at(max([*files["batch"], *files["snapshot"]], default=-1))
-        directory.mkdir(parents=True, exist_ok=True)
         pairs = [(u, e, ts) for u, ids in self._seen.items() for e, ts in ids.items()]
         StateStore(directory)._write(BASE, _table(self._records, pairs, {}))
         return len(self._records)
@@ -98,12 +99,12 @@ class StateStore:
 
     # ---- internals
 
-    def _files(self) -> dict[str, dict[int, Path]]:
-        found: dict[str, dict[int, Path]] = {"batch": {}, "snapshot": {}}
-        for path in self.dir.iterdir():
-            m = _FILE.match(path.name)
+    def _files(self) -> dict[str, dict[int, Location]]:
+        found: dict[str, dict[int, Location]] = {"batch": {}, "snapshot": {}}
+        for file in self.dir.iterdir():
+            m = _FILE.match(file.name)
             if m:
-                found[m.group(1)][int(m.group(2))] = path
+                found[m.group(1)][int(m.group(2))] = file
         return found
 
     def _at(self, version: int) -> None:
@@ -122,7 +123,7 @@ class StateStore:
         self._records, self._seen = {}, {}
         if base is not None:
             self._apply(_read(files["snapshot"][base]))
-        elif (self.dir / BASE).is_file():
+        elif (self.dir / BASE).exists():
             self._apply(_read(self.dir / BASE))
         for n in sorted(n for n in files["batch"] if (base is None or n > base) and n <= version):
             self._apply(_read(files["batch"][n]))
@@ -152,19 +153,19 @@ class StateStore:
         # replayed, and starts from the state before it. What is older than that is no longer needed.
         files = self._files()
         previous = max((n for n in files["snapshot"] if n < batch_id), default=-1)
-        for n, path in files["batch"].items():
+        for n, old in files["batch"].items():
             if n <= previous:
-                path.unlink(missing_ok=True)
-        for n, path in files["snapshot"].items():
+                old.unlink(missing_ok=True)
+        for n, old in files["snapshot"].items():
             if n < previous:
-                path.unlink(missing_ok=True)
+                old.unlink(missing_ok=True)
 
     def _write(self, name: str, table: pa.Table) -> None:
         """Whole or not at all: a crash leaves either the old file or the new one."""
-        tmp = self.dir / f".{name}.tmp"
-        with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, _SCHEMA) as writer:
+        sink = pa.BufferOutputStream()
+        with ipc.new_file(sink, _SCHEMA) as writer:
             writer.write_table(table)
-        os.replace(tmp, self.dir / name)
+        (self.dir / name).write_atomic(sink.getvalue())
 
 
 def _table(records: Mapping[str, bytes], folded: list[tuple[str, str, int]], horizons: Mapping[str, int]) -> pa.Table:
@@ -178,6 +179,6 @@ def _table(records: Mapping[str, bytes], folded: list[tuple[str, str, int]], hor
     }, schema=_SCHEMA)
 
 
-def _read(path: Path) -> pa.Table:
-    with pa.memory_map(str(path)) as source:
+def _read(file: Location) -> pa.Table:
+    with file.fs.open_input_file(file.path) as source:
         return ipc.open_file(source).read_all()

@@ -1,8 +1,8 @@
 """The project's own long-running jobs as stack components: the model server, the stream job, the ingest
-endpoint and the recommend API (with its web page).
+endpoint, the recommend API (with its web page) and the re-rank refresh worker.
 
-Unlike the broker, Redis or the model server, the last three need inputs first (a catalog, a model), so
-``missing(settings)`` says what is absent and ``infra up`` skips them until then.
+Unlike the broker, Redis or the model server, the stream job, the API and the worker need inputs first (a
+catalog, a model), so ``missing(settings)`` says what is absent and ``infra up`` skips them until then.
 """
 from __future__ import annotations
 
@@ -89,15 +89,33 @@ def api_missing(settings: Settings) -> str | None:
 
 
 def api_service(settings: Settings) -> Service:
-    s = settings.serving
+    return _pipeline_service(settings, "api", "serve", settings.serving.port)
+
+
+def _pipeline_service(settings: Settings, name: str, command: str, port: int) -> Service:
+    """A process that loads what the API loads (Feast, the candidate generator, the catalog), ready once its
+    /healthz answers."""
     return Service(
-        name="api",
-        argv=_cli("serve"),
-        ready=_healthz_answers(f"http://{reachable(s.host)}:{s.port}/healthz"),
+        name=name,
+        argv=_cli(command),
+        ready=_healthz_answers(f"http://{reachable(settings.serving.host)}:{port}/healthz"),
         data_dir=settings.data_path,
         env={"STREAMREC_DATA_DIR": str(settings.data_path)},
         start_timeout_s=180.0,
     )
+
+
+def rerank_worker_inside(settings: Settings) -> str | None:
+    """Where the worker runs when not on its own: in the API, whose in-process re-rank cache only it can fill."""
+    from serving.rerank.cache import backend
+
+    return "api" if backend(settings) == "memory" else None
+
+
+def rerank_worker_service(settings: Settings) -> Service:
+    """``streamrec rerank-worker``: fills the Redis re-rank cache every API process reads (``serving.worker``);
+    ready once it consumes the features topic and Redis answers (its /healthz)."""
+    return _pipeline_service(settings, "rerank-worker", "rerank-worker", settings.serving.worker_port)
 
 
 def model_status_url(settings: Settings) -> str:

@@ -40,6 +40,8 @@ class Component:
     figure: Callable[[Settings], str | None] = _nothing  # its key figure, read from the running service
     # Whether it answers, for `infra status`, where the start-up probe (`Service.ready`) would cost too much.
     healthy: Callable[[Settings], bool] | None = None
+    # The component it runs inside with these settings (None: on its own), e.g. the worker inside the API.
+    inside: Callable[[Settings], str | None] = _nothing
 
 
 # Start order; stopped in reverse.
@@ -57,6 +59,9 @@ COMPONENTS: tuple[Component, ...] = (
               port=lambda s: f"{s.spark.metrics_port} metrics" if s.spark.metrics_port else "-"),
     Component("ingest", apps.ingest_service, port=lambda s: str(s.ingest.http_port)),
     Component("api", apps.api_service, missing=apps.api_missing, port=lambda s: str(s.serving.port)),
+    # With the Redis re-rank cache a process of its own (needs what the API needs); with the in-process one, in the API.
+    Component("rerank-worker", apps.rerank_worker_service, missing=apps.api_missing,
+              port=lambda s: f"{s.serving.worker_port} health, metrics", inside=apps.rerank_worker_inside),
 )
 
 
@@ -66,6 +71,9 @@ def up(settings: Settings, only: list[str] | None = None, echo=print) -> None:
             continue
         if not c.runs_here(settings):
             echo(f"{c.name}: external, not started here")
+            continue
+        if (host := c.inside(settings)) is not None:
+            echo(f"{c.name}: runs inside {host}")
             continue
         if (why := c.missing(settings)) is not None:
             echo(f"{c.name}: not started: {why}")
@@ -95,7 +103,7 @@ class Status:
 
     @property
     def running(self) -> bool:
-        return self.state.startswith(("running", "external"))
+        return self.state.startswith(("running", "external", "inside"))
 
 
 def status(settings: Settings) -> list[Status]:
@@ -103,6 +111,9 @@ def status(settings: Settings) -> list[Status]:
     for c in COMPONENTS:
         if not c.runs_here(settings):
             rows.append(Status(c.name, "external", port=c.port(settings)))
+            continue
+        if (host := c.inside(settings)) is not None:
+            rows.append(Status(c.name, f"inside {host}"))
             continue
         svc = c.service(settings)
         pid = process.running_pid(svc)

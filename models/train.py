@@ -171,10 +171,14 @@ def train(
 
 
 def fit_retrieval(settings: Settings, event_log: EventLog) -> Path:
-    """The candidate generator the recommend API loads, fitted on the same log."""
+    """The candidate generator the recommend API loads, fitted on the same log, with the items' text embeddings."""
     from models.retrieval import CandidateGenerator, load_event_log, retrieval_dir
+    from models.text_embedding import item_text, text_encoder
 
     items = load_items(event_log.items)
+    ids = list(items)
+    texts = dict(zip(ids, text_encoder().encode([item_text(items[i]) for i in ids])))
     generator = CandidateGenerator.fit(load_event_log(event_log.events, items), items,
-                                       index_k=settings.serving.candidates, timezone=settings.features.timezone)
+                                       index_k=settings.serving.candidates, timezone=settings.features.timezone,
+                                       texts=texts)
     return generator.save(retrieval_dir(settings))

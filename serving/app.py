@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from models.retrieval import CandidateGenerator, retrieval_dir
+from serving.catalog_updates import CatalogWatcher
 from serving.metrics import CONTENT_TYPE, ServingMetrics
 from serving.pipeline import FeatureStoreUnavailable, ItemCatalog, Pipeline, Recommendation, Scorer
 from serving.rerank import Reranker
@@ -55,15 +56,25 @@ class Services:
     predict: PredictClient
     metrics: ServingMetrics
     worker: RefreshWorker | None
+    catalog: CatalogWatcher | None
+
+    def start(self) -> None:
+        """The background threads: items added while serving, and the re-rank refresh worker."""
+        for thread in (self.catalog, self.worker):
+            if thread is not None:
+                thread.start()
 
     def close(self) -> None:
-        if self.worker is not None:
-            self.worker.stop()
+        for thread in (self.worker, self.catalog):
+            if thread is not None:
+                thread.stop()
         self.reranker.close()
         self.predict.close()
 
 
-def build_services(settings: Settings, *, with_worker: bool = False, worker_group: str = DEFAULT_GROUP) -> Services:
+def build_services(settings: Settings, *, with_worker: bool = False, worker_group: str = DEFAULT_GROUP,
+                   follow_catalog: bool = True) -> Services:
+    """``follow_catalog``: serve items added through the catalog topic (``serving.catalog_updates``)."""
     from features.store import FeatureStoreClient
 
     store = FeatureStoreClient(settings)
@@ -79,19 +90,21 @@ def build_services(settings: Settings, *, with_worker: bool = False, worker_grou
     metrics = ServingMetrics(reranker.metrics)
     pipeline = Pipeline(settings, store, generator, Scorer(predict), reranker, catalog)
     worker = RefreshWorker(settings, pipeline, reranker, metrics, worker_group) if with_worker else None
-    return Services(pipeline, reranker, predict, metrics, worker)
+    return Services(pipeline, reranker, predict, metrics, worker,
+                    CatalogWatcher(settings, pipeline) if follow_catalog else None)
 
 
-def create_app(settings: Settings, *, with_worker: bool = False, worker_group: str = DEFAULT_GROUP) -> FastAPI:
-    services = build_services(settings, with_worker=with_worker, worker_group=worker_group)
+def create_app(settings: Settings, *, with_worker: bool = False, worker_group: str = DEFAULT_GROUP,
+               follow_catalog: bool = True) -> FastAPI:
+    services = build_services(settings, with_worker=with_worker, worker_group=worker_group,
+                              follow_catalog=follow_catalog)
     top_n = settings.serving.top_n
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         # Plain-def endpoints and dependencies run on anyio's thread pool; its limiter bounds them all.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.serving.threads
-        if services.worker is not None:
-            services.worker.start()
+        services.start()
         try:
             yield
         finally:
@@ -141,16 +154,18 @@ def create_app(settings: Settings, *, with_worker: bool = False, worker_group: s
         """``ok``, or ``unhealthy`` with 503 when the feature store is down (nothing can be served).
 
         With an ``ops:read`` token: each dependency's state, and ``degraded`` (still 200) when the
-        model server or the LLM is down, as that only degrades the answers."""
+        model server, the LLM or the shared re-rank cache is down, as that only degrades the answers."""
         store = _check_store(services)
         code = 503 if store["state"] == "error" else 200
         if caller is None or "ops:read" not in caller.scopes:
             return JSONResponse({"status": "ok" if code == 200 else "unhealthy"}, status_code=code)
         checks = {"feature_store": store, "model_server": _check_model(services),
-                  "llm": _check_llm(settings, services.reranker)}
+                  "llm": _check_llm(settings, services.reranker), "rerank_cache": services.reranker.cache_state()}
         if services.worker is not None:
             checks["worker"] = services.worker.status()
-        degraded = any(checks[name]["state"] == "error" for name in ("model_server", "llm"))
+        if services.catalog is not None:
+            checks["catalog"] = services.catalog.status()
+        degraded = any(checks[name]["state"] == "error" for name in ("model_server", "llm", "rerank_cache"))
         status = "down" if code == 503 else "degraded" if degraded else "ok"
         return JSONResponse({"status": status, "checks": checks}, status_code=code)
 
@@ -159,7 +174,7 @@ def create_app(settings: Settings, *, with_worker: bool = False, worker_group: s
     def metrics() -> Response:
         return Response(services.metrics.render(), media_type=CONTENT_TYPE)
 
-    add_web_ui(app, settings, auth, services.pipeline.catalog.rows, services.pipeline.generator.user_ids)
+    add_web_ui(app, settings, auth, lambda: services.pipeline.catalog.rows, services.pipeline.generator.user_ids)
 
     return app
 

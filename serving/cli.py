@@ -1,8 +1,12 @@
-"""``streamrec serve``: the recommend API under uvicorn, with the re-rank refresh worker inside it.
+"""``streamrec serve``: the recommend API under uvicorn; ``streamrec rerank-worker``: the re-rank refresh worker
+as a process of its own.
 
-The worker runs in the API process because the re-rank cache is that process's memory
-(``serving.worker``); there is no separate worker command. It is on by default when
-Kafka is the embedded broker (one node) and off otherwise, where ``--with-worker`` opts in.
+Where the worker runs follows the re-rank cache (``serving.rerank_cache``; ``serving.worker`` says why):
+- Redis (the default with Feast on Redis): ``rerank-worker`` fills the cache every API replica reads, and
+  ``serve`` runs no worker unless ``--with-worker`` asks (one more consumer of the worker group);
+- memory: only a worker inside the API process can fill that process's cache, so ``rerank-worker`` refuses
+  to start, and ``serve`` runs one by default when Kafka is the embedded broker (one node; with a cluster,
+  ``--with-worker`` opts in).
 """
 from __future__ import annotations
 
@@ -15,17 +19,42 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from serving.app import create_app
+    from serving.rerank.cache import backend
     from streamrec.http_limits import uvicorn_options
     from streams.kafka_util import single_local_broker
 
-    with_worker = single_local_broker(settings.kafka) if args.with_worker is None else args.with_worker
+    with_worker = args.with_worker
+    if with_worker is None:  # see the module doc
+        with_worker = backend(settings) == "memory" and single_local_broker(settings.kafka)
     group = {"worker_group": args.worker_group} if args.worker_group else {}
     app = create_app(settings, with_worker=with_worker, **group)
     print(f"recommend API on http://{args.host or settings.serving.host}:{args.port or settings.serving.port} "
-          f"(docs at /docs; re-rank worker {'on' if with_worker else 'off'})", flush=True)
-    # One process: the re-rank cache and its worker live in it (see the module doc).
+          f"(docs at /docs; re-rank cache {backend(settings)}, worker {'on' if with_worker else 'off'})", flush=True)
     uvicorn.run(app, host=args.host or settings.serving.host, port=args.port or settings.serving.port,
                 log_level="info", access_log=args.access_log, **uvicorn_options())
+    return 0
+
+
+def _rerank_worker(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from serving.app import build_services
+    from serving.rerank.cache import backend
+    from serving.worker import DEFAULT_GROUP, create_worker_app
+    from streamrec.errors import UserError
+    from streamrec.http_limits import uvicorn_options
+
+    if backend(settings) == "memory":
+        raise UserError(f"the re-rank cache is in-process memory (serving.rerank_cache: "
+                        f"{settings.serving.rerank_cache}, feast.online_store: {settings.feast.online_store}): a "
+                        "separate worker could not fill it. Set serving.rerank_cache: redis to share it, or run the "
+                        "worker inside the API (`streamrec serve --with-worker`)")
+    services = build_services(settings, with_worker=True, worker_group=args.worker_group or DEFAULT_GROUP)
+    app = create_worker_app(settings, services)
+    host, port = args.host or settings.serving.host, args.port or settings.serving.worker_port
+    print(f"re-rank worker: {settings.kafka.features_topic} -> the re-rank cache in Redis "
+          f"({settings.feast.redis_connection}); /healthz and /metrics on http://{host}:{port}", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, **uvicorn_options())
     return 0
 
 
@@ -34,7 +63,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", help="bind address (default: serving.host)")
     p.add_argument("--port", type=int, help="port (default: serving.port)")
     p.add_argument("--with-worker", action=argparse.BooleanOptionalAction, default=None,
-                   help="run the re-rank refresh worker in the API process (default: on with the embedded broker)")
+                   help="run the re-rank refresh worker in the API process (default: on only with the in-process "
+                        "re-rank cache and the embedded broker; with the Redis cache `streamrec rerank-worker` runs it)")
     p.add_argument("--worker-group", help="the worker's consumer group (default: serving.worker.DEFAULT_GROUP)")
     p.add_argument("--access-log", action="store_true", help="log every request (off: it costs latency)")
     p.set_defaults(func=_serve)
+
+    p = sub.add_parser("rerank-worker", help="run the re-rank refresh worker on its own (needs the Redis re-rank "
+                                             "cache); GET /healthz, /metrics")
+    p.add_argument("--host", help="bind address of /healthz and /metrics (default: serving.host)")
+    p.add_argument("--port", type=int, help="their port (default: serving.worker_port)")
+    p.add_argument("--worker-group", help="the consumer group (default: serving.worker.DEFAULT_GROUP); processes "
+                                          "in one group share the rows")
+    p.set_defaults(func=_rerank_worker)

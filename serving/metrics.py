@@ -39,6 +39,9 @@ class RerankMetrics:
             "streamrec_llm_latency_seconds", "Latency of answered LLM re-rank calls (API and worker)",
             buckets=LLM_LATENCY_BUCKETS_S, registry=r)
         self.llm_tokens = Counter("streamrec_llm_tokens", "LLM tokens used, by kind", ["kind"], registry=r)
+        self.cache_errors = Counter(
+            "streamrec_rerank_cache_errors", "Shared re-rank cache (Redis) operations that failed, by op: get (served "
+            "as a miss), put (dropped), decode (an unreadable entry, a miss)", ["op"], registry=r)
 
     def record_call(self, outcome: str, completion: Completion | None) -> None:
         """One LLM call; ``completion``: its answer, None when there was none (no latency or tokens to count)."""

@@ -24,9 +24,9 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 import numpy as np
@@ -160,21 +160,38 @@ class Shortlist:
 class ItemCatalog:
     """Item rows held in memory: Feast's online read costs ~0.1 ms per item, too much for 200 per request.
 
-    Read once at start-up; restart the API after loading a new catalog (the candidate
-    generator is loaded at start-up too). Items retrieval knows but the item store does not
-    are ``missing`` and never served: there is nothing to show or score them with.
+    Read at start-up for the items retrieval was trained on; items added or changed since come from the catalog
+    topic (``with_items``, ``serving.catalog_updates``). Items retrieval knows but the item store does not are
+    ``missing`` and never served: there is nothing to show or score them with. ``changed``: the items whose
+    record is not the one the model was exported with (scored from their content: ``Scorer``).
     """
 
-    def __init__(self, rows: Sequence[dict]):
+    def __init__(self, rows: Sequence[dict], changed: frozenset[str] = frozenset(), added: frozenset[str] = frozenset()):
         self.rows = {r["item_id"]: r for r in rows if r.get("title") is not None}
         self.missing = tuple(r["item_id"] for r in rows if r.get("title") is None)
+        self.changed = changed
+        self.added = added  # of ``changed``, the items new since the start (not in the trained catalog)
 
     @classmethod
     def load(cls, store, item_ids: Sequence[str]) -> ItemCatalog:
         return cls(store.item_features(item_ids))
 
+    def with_items(self, items: Mapping[str, dict]) -> ItemCatalog:
+        """A new catalog: this one with ``items`` (item_id -> record) added or replaced."""
+        rows = {**self.rows, **items}
+        new = frozenset(i for i in items if i not in self.rows and i not in self.missing)
+        return ItemCatalog(list(rows.values()) + [{"item_id": i} for i in self.missing if i not in items],
+                           self.changed | frozenset(items), self.added | new)
+
     def __len__(self) -> int:
         return len(self.rows)
+
+
+class Served(NamedTuple):
+    """What a request serves from, swapped as one when items change: a request takes both from one snapshot."""
+
+    catalog: ItemCatalog
+    generator: CandidateGenerator
 
 
 class Scorer:
@@ -191,24 +208,41 @@ class Scorer:
         self._signature: tuple[bool, str, bool] | None = None  # (takes live inputs, output name, has rank)
 
     def score(self, session: dict | None, items: Sequence[dict], profile: dict | None,
-              request: RequestContext) -> tuple[np.ndarray, ModelInfo]:
+              request: RequestContext, changed: frozenset[str] = frozenset()) -> tuple[np.ndarray, ModelInfo]:
+        """``changed``: ids whose record the model's own item table does not hold (added or changed since the
+        export): they go through ``serving_default`` with their content (genres, year, length), in a second
+        call when the rest use ``rank``."""
         if self._signature is None:
             self._signature = self._read_signature()
-        live, output, rank = self._signature
-        if rank:
-            inputs = request_inputs(session, profile, request, live=live)
-            inputs["item_id"] = np.array([item["item_id"] for item in items], dtype=object)
-        else:
-            inputs = serving_inputs(session, items, profile, request, live=live)
+        live, _, rank = self._signature
+        fresh = [n for n, item in enumerate(items) if item["item_id"] in changed] if rank else []
+        scores = np.empty(len(items), np.float64)
+        info = None
+        if len(fresh) < len(items):
+            known = np.setdiff1d(np.arange(len(items)), fresh)
+            inputs = request_inputs(session, profile, request, live=live) if rank else \
+                serving_inputs(session, items, profile, request, live=live)
+            if rank:
+                inputs["item_id"] = np.array([items[n]["item_id"] for n in known], dtype=object)
+            scores[known], info = self._predict(inputs, RANK_SIGNATURE if rank else "serving_default", len(known))
+        if fresh:
+            inputs = serving_inputs(session, [items[n] for n in fresh], profile, request, live=live)
+            scores[fresh], info = self._predict(inputs, "serving_default", len(fresh))
+        assert info is not None  # items is not empty: one of the calls ran
+        return scores, info
+
+    def _predict(self, inputs: dict, signature: str, n: int) -> tuple[np.ndarray, ModelInfo]:
+        assert self._signature is not None
+        output = self._signature[1]
         try:
-            outputs, name, version = self.client.predict_versioned(inputs, RANK_SIGNATURE if rank else "serving_default")
+            outputs, name, version = self.client.predict_versioned(inputs, signature)
         except PredictError:
             self._signature = None  # the served version may have changed: read its signatures again
             raise
         if output not in outputs:
             self._signature = None
             raise PredictError(grpc.StatusCode.INVALID_ARGUMENT, f"the model answered {sorted(outputs)}, not {output!r}")
-        return np.asarray(outputs[output], dtype=np.float64).reshape(len(items)), ModelInfo(name, version)
+        return np.asarray(outputs[output], dtype=np.float64).reshape(n), ModelInfo(name, version)
 
     def _read_signature(self) -> tuple[bool, str, bool]:
         signatures = self.client.metadata().signatures
@@ -227,16 +261,30 @@ class Pipeline:
         """``reranker`` None: a pipeline for ``shortlist`` only (``recommend`` needs one)."""
         self.settings = settings
         self.store = store
-        self.generator = generator
+        self.served = Served(catalog, generator)
         self.scorer = scorer
         self.reranker = reranker
-        self.catalog = catalog
         self.clock = clock
         self._known_users = set(generator.user_ids)
+        self._adding = threading.Lock()
         # Feast's SQLite store shares one connection between threads (reads are ~1 ms, so a lock costs little);
         # Redis clients take a connection from a pool per call.
         sqlite = settings.feast.online_store == "sqlite"
         self._store_lock = threading.Lock() if sqlite else contextlib.nullcontext()
+
+    @property
+    def catalog(self) -> ItemCatalog:
+        return self.served.catalog
+
+    @property
+    def generator(self) -> CandidateGenerator:
+        return self.served.generator
+
+    def add_items(self, items: Mapping[str, dict], texts: Mapping[str, np.ndarray] | None = None) -> None:
+        """Serve ``items`` (item_id -> record, added or changed) from the next request on."""
+        with self._adding:  # two writers would each drop the other's items
+            served = self.served
+            self.served = Served(served.catalog.with_items(items), served.generator.with_items(items, texts))
 
     # ---- the whole request
 
@@ -277,15 +325,16 @@ class Pipeline:
         except FeatureStoreUnavailable:  # a list without the user's features beats no list (Redis restarting, say)
             stored, profile, cold, fallbacks = None, None, False, ["features_unavailable"]
         session = decay_features_to(stored, now_ms, self.settings.features) if stored else None
-        context = live_context(session, self.catalog.rows, now_ms, self.settings.features, device)
+        catalog, generator = self.served
+        context = live_context(session, catalog.rows, now_ms, self.settings.features, device)
         timings["features"] = _ms(t)
 
         t = time.perf_counter()
         retrieval_context = {"daypart": context.daypart, "device": context.device, "is_weekend": context.is_weekend}
         recent = list((session or {}).get("last_items") or ())  # watched just now: not worth recommending again
-        candidates = self.generator.candidates(user_id, session, retrieval_context, self.settings.serving.candidates,
-                                               exclude=recent + list(self.catalog.missing))
-        rows = [self.catalog.rows[c.item_id] for c in candidates]
+        candidates = generator.candidates(user_id, session, retrieval_context, self.settings.serving.candidates,
+                                          exclude=recent + list(catalog.missing))
+        rows = [catalog.rows[c.item_id] for c in candidates]
         timings["candidates"] = _ms(t)
 
         t = time.perf_counter()
@@ -293,7 +342,7 @@ class Pipeline:
         if candidates:
             request = RequestContext(user_id, now_ms, context.device or "", self.settings.features.timezone)
             try:
-                wd, model = self.scorer.score(stored, rows, profile, request)
+                wd, model = self.scorer.score(stored, rows, profile, request, catalog.changed)
             except PredictError as e:
                 reason = "model_unavailable" if e.code in _UNAVAILABLE else "model_error"
                 log.warning("scoring fell back to retrieval order (%s): %s", reason, e)
@@ -303,9 +352,11 @@ class Pipeline:
         timings["scoring"] = _ms(t)
 
         t = time.perf_counter()
-        codes = self.generator.catalog.encode([c.item_id for c in candidates])
-        picked = mmr(relevance, self.generator.genres[codes], self.settings.serving.mmr_lambda,
-                     self.settings.serving.top_n)
+        codes = generator.catalog.encode([c.item_id for c in candidates])
+        picked = with_new_items(mmr(relevance, generator.genres[codes], self.settings.serving.mmr_lambda,
+                                    self.settings.serving.top_n),
+                                [n for n, c in enumerate(candidates) if c.source == "content" and c.item_id in catalog.added],
+                                self.settings.serving.new_item_slots)
         items = [_shortlisted(candidates[i], rows[i], None if wd is None else float(wd[i]), float(relevance[i]))
                  for i in picked]
         timings["diversity"] = _ms(t)
@@ -322,6 +373,16 @@ class Pipeline:
         stored = stored if stored.get("last_event_ts_ms") is not None else None
         profile = profile if profile.get("profile_events") is not None else None
         return stored, profile
+
+
+def with_new_items(picked: list[int], new: list[int], slots: int) -> list[int]:
+    """The shortlist ``picked`` (candidate positions, best first) with up to ``slots`` of its places held by the
+    ``new`` items (positions, in retrieval order): those missing take the last places, the rest keep their order."""
+    wanted = [n for n in new if n not in picked][:max(slots - len(set(new) & set(picked)), 0)]
+    if not wanted or not picked:
+        return picked
+    keep = len(picked) - min(len(wanted), len(picked))
+    return picked[:keep] + wanted[:len(picked) - keep]
 
 
 def _ms(since: float) -> float:

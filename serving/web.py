@@ -14,6 +14,7 @@ viewer) are served as files under ``/reports/``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Query
@@ -67,13 +68,21 @@ def latest_report(reports_dir: Path) -> Report | None:
                   plots=[f"/reports/{folder.name}/{p.name}" for p in sorted(folder.glob("*.png"))])
 
 
-def add_web_ui(app: FastAPI, settings: Settings, auth: HttpAuth, catalog_rows: dict[str, dict],
+def add_web_ui(app: FastAPI, settings: Settings, auth: HttpAuth, catalog_rows: Callable[[], dict[str, dict]],
                user_ids) -> None:
-    """Mount the page, its two endpoints and the reports on ``app``."""
+    """Mount the page, its two endpoints and the reports on ``app``. ``catalog_rows``: the catalog now (it
+    changes as items are added: a new mapping each time)."""
     reports_dir = settings.data_path / "reports"
     reports_dir.mkdir(parents=True, exist_ok=True)  # served before the first evaluation writes one
     users = sorted(user_ids)[:SAMPLE_USERS]
-    by_title = sorted(catalog_rows.values(), key=lambda r: str(r["title"]).lower())
+
+    sorted_for: list = [None, []]  # [the catalog mapping last sorted, its rows by title]
+
+    def by_title() -> list[dict]:
+        rows = catalog_rows()
+        if sorted_for[0] is not rows:  # items were added: sort once more (a race only sorts twice)
+            sorted_for[:] = [rows, sorted(rows.values(), key=lambda r: str(r["title"]).lower())]
+        return sorted_for[1]
 
     @app.get("/ui/config", response_model=UiConfig, dependencies=[Depends(auth.caller())],
              responses=auth.responses())
@@ -92,7 +101,7 @@ def add_web_ui(app: FastAPI, settings: Settings, auth: HttpAuth, catalog_rows: d
         """Catalog items by title (the ones that can be served), for the page's event buttons."""
         words = (q or "").lower().split()
         out = []
-        for row in by_title:
+        for row in by_title():
             title = str(row["title"])
             if genre and genre not in (row.get("genres") or ()):
                 continue

@@ -6,12 +6,14 @@ last refreshed for (day-part, device, leading genres, session: ``serving.rerank.
 it runs the pipeline up to the re-rank and calls ``Reranker.refresh``, so the user's next
 request finds the re-rank ``cached`` instead of waiting on, or timing out on, the LLM.
 
-It runs inside the API process (``streamrec serve --with-worker``), a thread beside the
-request handlers, because the re-rank cache is in-process memory: one node, one cache, one
-worker. With several API nodes, either each node's worker joins a consumer group of its
-own (``--worker-group``; every node sees every row and refreshes its own cache, at N times
-the LLM calls), or the cache moves to a shared store (Redis, already in the stack for
-Feast) and one worker group fills it for all nodes.
+Where it runs follows the re-rank cache (``serving.rerank_cache``, ``serving.rerank.cache``):
+- Redis (the default with Feast on Redis): a process of its own, ``streamrec rerank-worker``
+  (``create_worker_app``: the worker plus ``/healthz`` and ``/metrics``), filling the cache every API
+  replica reads; ``infra up`` runs it as the ``rerank-worker`` service. Several worker processes
+  share the consumer group, so each row is refreshed once, whatever the number of API replicas.
+- memory: a thread inside the API process (``streamrec serve --with-worker``), as only that process
+  sees its cache: one node, one cache, one worker. A separate worker could not fill it, so
+  ``rerank-worker`` refuses to start then.
 
 Rows are at-least-once and may arrive in a burst: they wait in a queue where only a user's newest
 row counts, the worker refreshes for ``POLL_BUDGET_S`` and then polls again, rows older than the
@@ -28,16 +30,23 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 
-from serving.metrics import ServingMetrics
+from serving.metrics import CONTENT_TYPE, ServingMetrics
 from serving.pipeline import Pipeline
 from serving.rerank import Reranker, context_signature, live_context
 from serving.rerank.reranker import SETTLED
 from streamrec.config import Settings
 from streams.kafka_util import client_options
+
+if TYPE_CHECKING:  # serving.app builds the worker
+    from fastapi import FastAPI
+
+    from serving.app import Services
 
 log = logging.getLogger(__name__)
 
@@ -207,3 +216,45 @@ def _parse(value: bytes) -> dict | None:
     if isinstance(row.get("last_event_ts_ms"), bool) or not isinstance(row.get("last_event_ts_ms"), int):
         return None
     return row
+
+
+def create_worker_app(settings: Settings, services: Services) -> FastAPI:
+    """The worker of ``services`` (``serving.app.build_services(with_worker=True)``) as a service: started and
+    stopped with the app, ``/healthz`` (503 until it consumes and while the shared cache does not answer: the
+    probes' readiness; details with ``ops:read``) and ``/metrics`` (``ops:read``, as the API's)."""
+    from fastapi import Depends, FastAPI
+    from fastapi.responses import JSONResponse, Response
+
+    from streamrec.auth import Principal
+    from streamrec.http_auth import HttpAuth
+
+    worker = services.worker
+    if worker is None:
+        raise ValueError("create_worker_app needs services built with_worker=True")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        services.start()  # the worker, and the catalog follower its shortlists need
+        try:
+            yield
+        finally:
+            services.close()
+
+    app = FastAPI(title="streamrec re-rank worker", lifespan=lifespan)
+    auth = HttpAuth(settings)
+
+    @app.get("/healthz", responses=auth.responses(), openapi_extra=auth.optional_security())
+    def healthz(caller: Principal | None = Depends(auth.caller_if_any())) -> JSONResponse:  # noqa: B008
+        checks = {"worker": worker.status(), "cache": services.reranker.cache_state()}
+        ready = checks["worker"]["state"] == "consuming" and checks["cache"]["state"] == "ok"
+        body: dict = {"status": "ok" if ready else "unhealthy"}
+        if caller is not None and "ops:read" in caller.scopes:
+            body["checks"] = checks
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics", dependencies=[Depends(auth.scope("ops:read"))], response_class=Response,
+             responses=auth.responses())
+    def metrics() -> Response:
+        return Response(services.metrics.render(), media_type=CONTENT_TYPE)
+
+    return app

@@ -46,6 +46,7 @@ SparkSource = Literal["python", "kafka"]
 OnlineStore = Literal["redis", "sqlite"]
 LLMMode = Literal["intent", "listwise"]
 IntentDecoder = Literal["auto", "scored", "generated"]
+RerankCache = Literal["auto", "memory", "redis"]
 Port = Annotated[int, Field(ge=0, le=65535)]
 ZeroToOne = Annotated[float, Field(ge=0, le=1)]
 
@@ -64,6 +65,9 @@ class KafkaConfig:
     dlq_topic: str = "streamrec.events.dlq"
     # The stream job publishes every updated user feature row here (the re-rank worker's input).
     features_topic: str = "streamrec.features"
+    # Item records added or changed (`streamrec catalog add|update`), keyed by item id; refused ones go to its DLQ.
+    catalog_topic: str = "streamrec.catalog"
+    catalog_dlq_topic: str = "streamrec.catalog.dlq"
     partitions: PositiveInt = 4
     replication_factor: PositiveInt = 1
     # Some brokers (Tansu, the embedded one before) make a group join wait about half the session
@@ -98,6 +102,9 @@ class SparkConfig:
     watermark: str = "10 minutes"
     # the stream job's Prometheus /metrics on 127.0.0.1 (0: off)
     metrics_port: Port = 8096
+    # Where the stream job keeps its checkpoint (offsets, per-user state): a path or URI (file://, s3a://,
+    # hdfs://); empty: <data_dir>/stream/checkpoint.
+    checkpoint_uri: str = ""
 
 
 @dataclass(config=_CHECKS)
@@ -116,6 +123,8 @@ class FeastConfig:
     online_store: OnlineStore = "redis"
     redis_connection: str = "127.0.0.1:6379"
     redis_port: Port = 6379
+    # Where the offline session log is written: a path or URI (file://, s3a://, hdfs://); empty: under the data dir.
+    offline_log_uri: str = ""
 
 
 @dataclass(config=_CHECKS)
@@ -139,12 +148,22 @@ class AuthConfig:
 class ServingConfig:
     host: str = "127.0.0.1"
     port: Port = 8000
+    # `streamrec rerank-worker`'s /healthz and /metrics
+    worker_port: Port = 8097
     candidates: PositiveInt = 200
     top_n: PositiveInt = 20
     mmr_lambda: ZeroToOne = 0.7
+    # Shortlist places kept for items added since training that retrieval's content source found for the user:
+    # Wide & Deep knows them only by their content, so without this a new item would rarely be shown and so
+    # never gather the interactions that would teach the model about it.
+    new_item_slots: NonNegativeInt = 2
     # Requests the API computes at once (the rest wait in the event loop): the pipeline is Python, so on 2 cores
     # more threads (anyio's default is 40) only contend for the interpreter lock. Not yet measured against 40.
     threads: PositiveInt = 4
+    # Where the LLM re-rank's answers are cached: "redis" (feast.redis_connection; shared by every API replica
+    # and the separate `streamrec rerank-worker`), "memory" (this process only), "auto": redis when the online
+    # store is.
+    rerank_cache: RerankCache = "auto"
 
 
 @dataclass(config=_CHECKS)

@@ -1,4 +1,4 @@
-"""``streamrec produce|replay|ingest-http|generate|movielens``: getting events into the pipeline."""
+"""``streamrec produce|replay|ingest-http|generate|movielens|catalog``: getting events and items into the pipeline."""
 from __future__ import annotations
 
 import argparse
@@ -51,6 +51,13 @@ def _movielens(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _catalog(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.catalog_topic import publish_changes
+
+    published = publish_changes(settings, args.file, args.op)
+    return 1 if published.dead else 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("produce", help="validate and publish JSONL events from a file or stdin (bad ones go to the DLQ)")
     p.add_argument("file", nargs="?", default="-", metavar="FILE|-", help="JSONL file, one event per line (default: stdin)")
@@ -82,3 +89,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", type=Path, help="event log to write (JSONL)")
     p.add_argument("--format", default="auto", help="MovieLens layout (default: detect)")
     p.set_defaults(func=_movielens)
+
+    p = sub.add_parser("catalog", help="add or change items live: publish JSONL item records to the catalog topic")
+    ops = p.add_subparsers(dest="op", required=True, metavar="add|update")
+    for op, what in (("add", "whole item records (item_id, title, genres, duration_minutes; year, description, "
+                              "popularity optional): new items, or replacing ones"),
+                     ("update", "item_id and the fields to change, of items the catalog holds")):
+        q = ops.add_parser(op, help=f"publish {what}; refused lines go to kafka.catalog_dlq_topic (exit 1)")
+        q.add_argument("file", metavar="FILE", help="JSONL, one item per line")
+        q.set_defaults(func=_catalog)

@@ -36,7 +36,6 @@ import time
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
 from kafka import KafkaConsumer, TopicPartition
@@ -65,6 +64,7 @@ from streams.kafka_util import (
     partitions_of,
     records_at,
 )
+from streams.storage import Location
 
 SOURCE_NAME = "streamrec-kafka"
 EARLIEST, LATEST = -2, -1  # the native source's markers inside a startingOffsets JSON
@@ -246,19 +246,20 @@ def fingerprint_before(known: Mapping[TopicPartition, list], tp: TopicPartition,
 
 class Fingerprints:
     """The last records a stream read, per partition: ``{"topic": {"0": [[offset, fingerprint], ...]}}``
-    in a JSON file (the newest ``KEEP_FINGERPRINTS``). The sink adds a batch's after processing it."""
+    in a JSON file (the newest ``KEEP_FINGERPRINTS``), a path or URI beside the checkpoint (``streams.storage``).
+    The sink adds a batch's after processing it."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
+    def __init__(self, where: str | os.PathLike | Location):
+        self.file = Location.of(where, "fingerprintFile")
         self._known: dict | None = None  # what add wrote last: the sink is the file's only writer while it runs
 
     def load(self) -> dict[TopicPartition, list[tuple[int, int]]]:
         try:
-            data = json.loads(self.path.read_text())
+            data = json.loads(self.file.read_bytes())
         except FileNotFoundError:
             return {}
         except ValueError as e:
-            raise KafkaSourceError(f"{self.path}: not a fingerprint file ({e}); remove it to skip the check once") from None
+            raise KafkaSourceError(f"{self.file}: not a fingerprint file ({e}); remove it to skip the check once") from None
         return {TopicPartition(t, int(p)): [tuple(f) for f in fs] for t, parts in data.items() for p, fs in parts.items()}
 
     def add(self, latest: Mapping[TopicPartition, tuple[int, int]]) -> None:
@@ -272,10 +273,7 @@ class Fingerprints:
         out: dict = {}
         for tp in sorted(known):
             out.setdefault(tp.topic, {})[str(tp.partition)] = [list(f) for f in known[tp]]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps(out))
-        os.replace(tmp, self.path)
+        self.file.write_atomic(json.dumps(out).encode())
         self._known = known
 
 
@@ -318,7 +316,7 @@ class SourceOptions:
     include_headers: bool
     poll_timeout_s: float
     tasks: int = 1
-    fingerprints: Path | None = None
+    fingerprints: str | None = None  # a path or URI, read by the driver only (``partitions``)
 
 
 def _parse_bool(name: str, value: str) -> bool:
@@ -385,7 +383,7 @@ def parse_options(options: Mapping[str, str]) -> SourceOptions:
         include_headers=_parse_bool("includeHeaders", opts.get("includeheaders", "false")),
         poll_timeout_s=_parse_positive_int("kafkaConsumer.pollTimeoutMs", opts.get("kafkaconsumer.polltimeoutms", "120000")) / 1000,
         tasks=_parse_positive_int("tasksPerBatch", opts.get("tasksperbatch", "1")),
-        fingerprints=Path(opts["fingerprintfile"]) if opts.get("fingerprintfile") else None,
+        fingerprints=opts.get("fingerprintfile") or None,
     )
 
 

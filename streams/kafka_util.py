@@ -7,6 +7,7 @@ topics cannot grow partitions, so they are created with their full count up fron
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Iterator
 
@@ -25,6 +26,18 @@ def single_local_broker(cfg: KafkaConfig) -> bool:
     """One broker, on this machine: the embedded one (`infra up` runs it), not a cluster."""
     servers = cfg.bootstrap_servers.split(",")
     return len(servers) == 1 and host_port(servers[0], KAFKA_PORT)[0] in LOOPBACK
+
+
+def any_broker_listening(cfg: KafkaConfig, timeout_s: float = 1.0) -> bool:
+    """A bootstrap address accepts a TCP connection: checked before a client that would retry for ~30 s without one
+    (a background thread that must stay quick to stop)."""
+    for server in cfg.bootstrap_servers.split(","):
+        try:
+            socket.create_connection(host_port(server, KAFKA_PORT), timeout=timeout_s).close()
+            return True
+        except OSError:
+            continue
+    return False
 
 
 def client_options(cfg: KafkaConfig) -> dict:
@@ -71,7 +84,7 @@ def admin_client(cfg: KafkaConfig, timeout_s: float = 10.0) -> KafkaAdminClient:
 
 def ensure_topics(cfg: KafkaConfig, topics: list[str] | None = None) -> list[str]:
     """Create the pipeline's topics if missing; returns the names created."""
-    topics = topics or [cfg.events_topic, cfg.dlq_topic, cfg.features_topic]
+    topics = topics or [cfg.events_topic, cfg.dlq_topic, cfg.features_topic, cfg.catalog_topic, cfg.catalog_dlq_topic]
     admin = admin_client(cfg)
     try:
         existing = set(admin.list_topics())

@@ -1,11 +1,20 @@
 """The SparkSession streamrec jobs run in, and the Kafka stream they read.
 
 pyspark is imported inside the functions so CLI modules can import this one cheaply.
+
+``spark.master`` may be ``local[N]`` (executors in the driver's JVM) or ``local-cluster[W,C,M]``: W workers,
+each starting an executor JVM of C cores and M MiB, from pip's pyspark as they are (``SPARK_HOME`` is the
+pyspark package; the launcher finds it). Such executors are separate processes, as on a cluster: what runs
+there (the Kafka source's ``read``) gets only what is pickled with it. Each executor asks for the workers'
+M MiB (with Spark's 1 GiB default, smaller workers refuse to start). Their working dirs and logs are in
+``$SPARK_HOME/work/app-*``, inside the installed package, which must be writable: Spark's local cluster
+ignores ``SPARK_WORKER_DIR`` and sets no other work dir outside its own test mode.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,8 +25,17 @@ from streamrec.config import Settings
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
+    from streams.storage import Location
+
 # The native Kafka source's columns; both sources yield exactly these.
 KAFKA_COLUMNS = ("key", "value", "topic", "partition", "offset", "timestamp", "timestampType")
+_LOCAL_CLUSTER = re.compile(r"^local-cluster\[\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\]$")
+
+
+def cluster_memory_mb(master: str) -> int | None:
+    """The MiB of each worker of a ``local-cluster[workers, cores, MiB]`` master; None for another master."""
+    m = _LOCAL_CLUSTER.match(master.strip())
+    return int(m.group(3)) if m else None
 
 
 def get_spark(settings: Settings, *, app_name: str = "streamrec", warehouse_dir: str | os.PathLike | None = None) -> SparkSession:
@@ -36,14 +54,17 @@ def get_spark(settings: Settings, *, app_name: str = "streamrec", warehouse_dir:
     # local mode: bind to loopback instead of guessing an interface (and warning about it)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     warehouse = Path(warehouse_dir) if warehouse_dir else settings.data_path / "spark" / "warehouse"
+    builder = SparkSession.builder
+    if (worker_mb := cluster_memory_mb(settings.spark.master)) is not None:
+        builder = builder.config("spark.executor.memory", f"{worker_mb}m")
     spark = (
-        SparkSession.builder.master(settings.spark.master)
+        builder.master(settings.spark.master)
         .appName(app_name)
         .config("spark.sql.shuffle.partitions", str(settings.spark.shuffle_partitions))
         .config("spark.sql.warehouse.dir", str(warehouse))
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
-        # local mode runs executors inside the driver JVM; 2 GiB suits small hosts.
+        # local mode runs executors inside the driver JVM (local-cluster: the workers too); 2 GiB suits small hosts.
         .config("spark.driver.memory", "2g")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.session.timeZone", "UTC")
@@ -73,7 +94,7 @@ def kafka_stream(
     settings: Settings,
     topics: Sequence[str] | None = None,
     starting_offsets: str | Mapping[str, Mapping[str, int]] = "earliest",
-    fingerprint_file: Path | None = None,
+    fingerprint_file: Location | None = None,
 ) -> DataFrame:
     """A streaming DataFrame of ``topics`` (default: the events topic) with ``KAFKA_COLUMNS``.
 

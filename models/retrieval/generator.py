@@ -4,6 +4,13 @@
   users, so MF cannot place them) matching the user's live genre affinities, then contextual popular.
 - Unknown user: content candidates over the whole catalog when live affinities exist, then contextual popular.
 
+A content score is the cosine of the item's genres with the live affinities, plus ``TEXT_WEIGHT`` times the cosine
+of its text embedding (``models.text_embedding``, when the generator holds them) with the mean embedding of the
+session's last items: how a new item with no positive yet is placed beside what the user just watched.
+
+Items added or changed after training (the catalog topic) join with ``with_items``: content places them at once;
+MF and popularity know them only after the next training.
+
 Contextual popular always fills the list to k (every catalog item has a popularity score), so a call returns
 min(k, catalog items not excluded) distinct ids, the same ones for the same inputs. Scores are each source's own
 (inner product, cosine, smoothed context share): comparable within a source, not across.
@@ -40,12 +47,16 @@ from models.retrieval.sources import (
     mips_vectors,
     normalized_context,
 )
+from models.text_embedding import DIM
 from streamrec.config import ServingConfig
 from streamrec.errors import UserError
 from streamrec.vocabulary import daypart
 
 _FORMAT_VERSION = 1
 RETRIEVAL_DIR = "retrieval"
+# The text cosine's weight beside the genre cosine in a content score: not tuned (the synthetic world's titles are
+# random words); with it, a new item's title and description count about half as much as its genres.
+TEXT_WEIGHT = 0.5
 REQUIRED_COLUMNS = ("user_id", "item_id", "ts_ms", "device", "label")
 
 
@@ -85,7 +96,9 @@ class CandidateGenerator:
     def __init__(
         self, catalog_ids, genres: np.ndarray, item_users: np.ndarray, user_ids, user_vectors: np.ndarray,
         index: ExactIndex | IVFIndex | FaissIVFIndex, popularity: ContextPopularity, config: MixerConfig, info: dict,
+        texts: np.ndarray | None = None,
     ):
+        """``texts``: the items' text embeddings (a zero row for an item without one), or None."""
         self.catalog = IdEncoder(catalog_ids)
         if list(self.catalog.ids) != list(catalog_ids):
             raise UserError("catalog ids must be distinct and sorted")
@@ -97,7 +110,10 @@ class CandidateGenerator:
         self.index, self.popularity, self.config, self.info = index, popularity, config, info
         self._index_items = self.catalog.encode(index.ids)  # index code -> catalog code
         self.new_items = self.item_users <= config.new_item_max_users  # bool per catalog item
+        self.texts = None if texts is None else np.asarray(texts, np.float32)
         n = len(self.catalog)
+        if self.texts is not None and self.texts.shape[0] != n:
+            raise UserError(f"text embeddings {self.texts.shape} do not match the catalog of {n} items")
         if genres.shape[0] != n or self.item_users.shape != (n,) or popularity.counts.shape[1] != n:
             raise UserError(f"generator arrays do not match the catalog of {n} items")
         if self.user_vectors.shape != (len(self.user_ids), index.dim):
@@ -110,7 +126,7 @@ class CandidateGenerator:
     def fit(
         cls, events: pd.DataFrame, items: Mapping[str, Mapping], *, bpr: BPR | None = None, index: str = "auto",
         n_lists: int | None = None, nprobe: int | None = None, index_k: int = ServingConfig.candidates,
-        config: MixerConfig = MixerConfig(), timezone: str = "UTC",
+        config: MixerConfig = MixerConfig(), timezone: str = "UTC", texts: Mapping[str, np.ndarray] | None = None,
     ) -> CandidateGenerator:
         """Learn from a labelled event log (``models.retrieval.log.load_event_log``) and the item catalog
         (item_id -> record with ``genres``, as ``streamrec.catalog.load_items`` reads it).
@@ -119,6 +135,7 @@ class CandidateGenerator:
         ``timezone`` (``settings.features.timezone``) places each watch in its day-part and weekend.
         ``index``: one of ``models.retrieval.index.INDEX_KINDS``; ``auto`` is exact for a small catalog, the faiss
         IVF for a large one, its nprobe tuned for recall@``index_k`` (the serving candidate count) on these users.
+        ``texts``: item_id -> text embedding (``models.text_embedding``), for the content source.
         """
         missing = [c for c in REQUIRED_COLUMNS if c not in events.columns]
         if missing:
@@ -150,7 +167,34 @@ class CandidateGenerator:
             _context_positives(events, catalog, timezone), len(catalog), config.popularity_prior
         )
         genres = genre_vectors(items, catalog.ids)
-        return cls(catalog.ids, genres, item_users, users.ids, user_vectors, built, popularity, config, info)
+        return cls(catalog.ids, genres, item_users, users.ids, user_vectors, built, popularity, config, info,
+                   None if texts is None else _text_rows(texts, catalog.ids))
+
+    def with_items(self, items: Mapping[str, Mapping], texts: Mapping[str, np.ndarray] | None = None
+                   ) -> CandidateGenerator:
+        """This generator also serving ``items`` (item_id -> record, new or changed), the learned parts as they are:
+        a new item has no positive user (content places it, as MF cannot) and no popularity yet.
+        ``texts``: their text embeddings (item_id -> vector)."""
+        catalog = IdEncoder([*self.catalog.ids, *items])
+        old = catalog.encode(self.catalog.ids)
+        changed = catalog.encode(list(items))
+        genres = np.zeros((len(catalog), self.genres.shape[1]), np.float32)
+        genres[old] = self.genres
+        genres[changed] = genre_vectors(items, list(items))
+        item_users = np.zeros(len(catalog), np.int64)
+        item_users[old] = self.item_users
+        counts = np.zeros((len(self.popularity.keys), len(catalog)), np.float32)
+        counts[:, old] = self.popularity.counts
+        popularity = ContextPopularity(self.popularity.keys, counts, self.popularity.prior)
+        text_rows = None
+        if self.texts is not None or texts:
+            text_rows = np.zeros((len(catalog), DIM), np.float32)
+            if self.texts is not None:
+                text_rows[old] = self.texts
+            for item_id, vector in (texts or {}).items():
+                text_rows[catalog.encode([item_id])[0]] = vector
+        return CandidateGenerator(catalog.ids, genres, item_users, self.user_ids, self.user_vectors, self.index,
+                                  popularity, self.config, self.info, text_rows)
 
     # ------------------------------------------------------------ serve
 
@@ -177,10 +221,20 @@ class CandidateGenerator:
             # A known user's established items are MF's to place: the content slots go to items MF has not learned.
             skip = banned | ~self.new_items if row is not None else banned
             assert affinity is not None  # n_content is 0 without it
-            self._take(out, "content", content_scores(self.genres, affinity), n_content, banned, skip)
+            self._take(out, "content", self._content_scores(affinity, live), n_content, banned, skip)
         _, popular = self.popularity.scores(context)
         self._take(out, "popular", popular, k - len(out), banned)
         return out
+
+    def _content_scores(self, affinity: np.ndarray, live: Mapping | None) -> np.ndarray:
+        scores = content_scores(self.genres, affinity)
+        recent = self._catalog_index.get_indexer(list((live or {}).get("last_items") or ()))
+        recent = recent[recent >= 0]
+        if self.texts is None or not len(recent):
+            return scores
+        mean = self.texts[recent].mean(axis=0)
+        norm = np.linalg.norm(mean)
+        return scores + TEXT_WEIGHT * (self.texts @ (mean / norm)) if norm > 0 else scores
 
     def _take_embedding(self, out: list[Candidate], row: int, n: int, banned: np.ndarray) -> None:
         if n <= 0:
@@ -205,8 +259,11 @@ class CandidateGenerator:
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
         self.index.save(directory)
-        np.savez(directory / "generator.npz", genres=self.genres, item_users=self.item_users,
-                 user_vectors=self.user_vectors, popularity=self.popularity.counts)
+        arrays = {"genres": self.genres, "item_users": self.item_users, "user_vectors": self.user_vectors,
+                  "popularity": self.popularity.counts}
+        if self.texts is not None:
+            arrays["texts"] = self.texts
+        np.savez(directory / "generator.npz", **arrays)  # type: ignore[arg-type]  # numpy's stub types allow_pickle
         meta = {
             "version": _FORMAT_VERSION, "config": asdict(self.config), "info": self.info,
             "catalog_ids": self.catalog.ids.tolist(), "user_ids": self.user_ids,
@@ -225,7 +282,16 @@ class CandidateGenerator:
         popularity = ContextPopularity([tuple(k) for k in meta["popularity_keys"]], arrays["popularity"],
                                        config.popularity_prior)
         return cls(meta["catalog_ids"], arrays["genres"], arrays["item_users"], meta["user_ids"],
-                   arrays["user_vectors"], load_index(directory), popularity, config, meta["info"])
+                   arrays["user_vectors"], load_index(directory), popularity, config, meta["info"], arrays.get("texts"))
+
+
+def _text_rows(texts: Mapping[str, np.ndarray], ids) -> np.ndarray:
+    """One row per catalog id: its embedding, zeros where there is none."""
+    rows = np.zeros((len(ids), DIM), np.float32)
+    for n, item_id in enumerate(ids):
+        if item_id in texts:
+            rows[n] = texts[item_id]
+    return rows
 
 
 def _context_positives(events: pd.DataFrame, catalog: IdEncoder, timezone: str) -> pd.DataFrame:

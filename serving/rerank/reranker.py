@@ -20,19 +20,26 @@ read from the next-token probabilities, the default on the embedded server) or `
 model writes the JSON; any OpenAI-compatible endpoint).
 
 Cached is the LLM's checked answer (an intent, or a listwise ranking), not the final list: an
-intent is re-applied to the current candidates and context on every hit.
+intent is re-applied to the current candidates and context on every hit. The cache is this process's
+memory or Redis (``serving.rerank_cache``, ``cache.backend``): with Redis every API replica and the
+separate ``streamrec rerank-worker`` share one cache, and a decision made anywhere is ``cached`` everywhere.
+Its entries are namespaced by what makes a decision (model, decoder, mode, prompt), so processes running
+another prompt or model never serve each other's answers. At most one call per key is in flight per
+process: two replicas missing the same key at once may both call.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import get_args
+from typing import Any, get_args
 
 from serving.metrics import RerankMetrics
-from serving.rerank.cache import TTLCache
+from serving.rerank.cache import Cache, RedisCache, TTLCache, backend, redis_client
 from serving.rerank.context import (
     Candidate,
     LiveContext,
@@ -45,6 +52,8 @@ from serving.rerank.intent import Intent, rescore
 from serving.rerank.intent_scoring import context_masses, score_intent
 from serving.rerank.llm_client import Completion, LLMClient, LLMError, NextTokens
 from serving.rerank.prompt import (
+    INTENT_SYSTEM,
+    LISTWISE_SYSTEM,
     intent_key,
     intent_messages,
     listwise_messages,
@@ -75,6 +84,34 @@ LISTWISE_TOKENS_PER_ITEM = 48
 
 Applicable = Intent | tuple[tuple[str, str], ...]  # an intent, or a ranking of (item id, reason)
 Proposal = Applicable | str  # str: a SETTLED status
+Priors = dict[str, dict[str, float]]  # intent_scoring.context_masses
+# The key prefix of the shared cache; the rest of the namespace is a hash of what makes a decision.
+REDIS_PREFIX = "streamrec:rerank"
+
+
+def encode_proposal(proposal: Proposal) -> dict:
+    """A proposal as JSON data for the shared cache (one tagged object per kind)."""
+    if isinstance(proposal, Intent):
+        return {"intent": dataclasses.asdict(proposal)}
+    if isinstance(proposal, str):
+        return {"settled": proposal}
+    return {"ranking": [[item_id, reason] for item_id, reason in proposal]}
+
+
+def decode_proposal(data: dict) -> Proposal:
+    """``encode_proposal`` reversed; ``KeyError``/``TypeError``/``ValueError`` on anything else."""
+    (kind, value), = data.items()
+    if kind == "intent":
+        return Intent(**value)
+    if kind == "settled" and value in SETTLED:
+        return value
+    if kind == "ranking":
+        return tuple((str(item_id), str(reason)) for item_id, reason in value)
+    raise ValueError(f"not a re-rank proposal: {kind}={value!r}")
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 @dataclass(frozen=True)
@@ -112,7 +149,8 @@ def _scored_completion(calls: list[NextTokens]) -> Completion:
 class Reranker:
     def __init__(self, settings: Settings, *, workers: int = 2, max_pending: int = 8,
                  llm_calls_per_minute: int = 20, cache_entries: int = 10_000, cache_ttl_s: float = 900.0):
-        """``llm_calls_per_minute``: new LLM calls a client may start per minute (0: no limit)."""
+        """``llm_calls_per_minute``: new LLM calls a client may start per minute (0: no limit). ``cache_entries``
+        bounds the in-process cache; in Redis the TTL alone bounds the entries."""
         llm = settings.llm
         self.mode = llm.mode
         self.decoder = llm.intent_decoder
@@ -124,8 +162,11 @@ class Reranker:
         self._client = LLMClient.from_settings(settings) if self.enabled else None
         self.model = self._client.model if self._client else ""
         self.metrics = RerankMetrics()
-        self._cache: TTLCache[Proposal] = TTLCache(cache_entries, cache_ttl_s)
-        self._priors: TTLCache[dict] = TTLCache(cache_entries, cache_ttl_s)
+        self.cache_backend = backend(settings)
+        self._redis = redis_client(settings) if self.cache_backend == "redis" else None
+        self._cache: Cache[Proposal] = self._make_cache("proposal", cache_entries, cache_ttl_s, encode_proposal,
+                                                        decode_proposal)
+        self._priors: Cache[Priors] = self._make_cache("prior", cache_entries, cache_ttl_s, _same, _same)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rerank")
         self._queue = FairQueue(max_pending, llm_calls_per_minute)
 
@@ -177,18 +218,32 @@ class Reranker:
             return self._fallback(candidates, "timeout", start)
         return self._from_outcome(outcome, candidates, context, start)
 
+    def cache_state(self) -> dict:
+        """The re-rank cache's backend and whether it answers (health checks)."""
+        return self._cache.state()
+
     def close(self) -> None:
         """Drop queued calls and wait for running ones (bounded by ``llm.timeout_seconds``)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._queue.clear()
         if self._client is not None:
             self._client.close()
+        if self._redis is not None:
+            self._redis.close()
 
     def __enter__(self) -> Reranker:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def _make_cache(self, kind: str, entries: int, ttl_s: float, encode, decode) -> Cache:
+        if self._redis is None:
+            return TTLCache(entries, ttl_s)
+        # What a decision depends on besides its key: another model, decoder, mode or prompt decides differently.
+        maker = "\x1f".join((self.model, self.decoder, self.mode, INTENT_SYSTEM, LISTWISE_SYSTEM))
+        namespace = f"{REDIS_PREFIX}:{kind}:{hashlib.sha1(maker.encode('utf-8')).hexdigest()[:12]}"
+        return RedisCache(self._redis, namespace, ttl_s, encode, decode, self.metrics.cache_errors)
 
     def _key(self, user_id: str, candidates: Sequence[Candidate], context: LiveContext, q: str | None) -> tuple:
         if self.mode == "intent":
@@ -254,7 +309,7 @@ class Reranker:
                 return calls[-1].top
             return ask
 
-        def prior() -> dict:
+        def prior() -> Priors:
             # The context alone, once per situation: every request made in it is calibrated against it.
             prior_key = intent_key(context)
             hit = self._priors.get(prior_key)

@@ -206,7 +206,9 @@ def _wd_scores(model, features: pd.DataFrame, catalog: pd.DataFrame, first_touch
 def decisions(settings: Settings, mode: LLMMode, chosen: pd.DataFrame, shortlists: list[Shortlist], seed: int,
               options: RerankOptions, started: float) -> list[dict]:
     """Each session's W&D order and re-ranked order under ``mode``, with the call's status and latency."""
-    cfg = dataclasses.replace(settings, llm=dataclasses.replace(settings.llm, mode=mode))
+    # Its own cache: a shared (Redis) one could answer from decisions an earlier run made.
+    cfg = dataclasses.replace(settings, llm=dataclasses.replace(settings.llm, mode=mode),
+                              serving=dataclasses.replace(settings.serving, rerank_cache="memory"))
     shared: dict[str, RerankResult] = {}  # intent prompt -> the RerankResult of its one call
     out = []
     with Reranker(cfg) as reranker:

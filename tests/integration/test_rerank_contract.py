@@ -23,6 +23,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory):
     s = Settings(data_dir=str(tmp_path_factory.mktemp("rerank-contract")))
+    s.serving.rerank_cache = "memory"  # every test asks the LLM, whatever a shared cache holds
     s.llm.port = free_port()
     svc = llm.llm_service(s)
     process.start(svc)

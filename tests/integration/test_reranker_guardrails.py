@@ -50,6 +50,7 @@ def settings_for(base_url: str, mode: str, budget_ms: float = 30_000.0) -> Setti
     settings = Settings()
     settings.llm.base_url, settings.llm.api_key, settings.llm.model = base_url, "test-key", "fake-model"
     settings.llm.mode, settings.llm.budget_ms, settings.llm.timeout_seconds = mode, budget_ms, 30.0
+    settings.serving.rerank_cache = "memory"  # one re-ranker's own cache (tests/unit/test_rerank_cache.py: Redis)
     return settings
 
 

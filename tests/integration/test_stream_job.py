@@ -26,7 +26,7 @@ from features.store import FeatureStoreClient
 from streamrec.catalog import load_items
 from streams.kafka_util import read_topic
 from streams.replay import replay
-from tests.fixtures.stream import assert_online_equals, expected_features, run_stream
+from tests.fixtures.stream import assert_online_equals, expected_features, run_stream, stream_env
 from tests.helpers import assert_eventually
 
 pytestmark = pytest.mark.integration
@@ -78,18 +78,8 @@ def test_kill_9_mid_stream_then_restart_loses_and_doubles_nothing(spark, stream_
     settings = stream_settings
     n = replay(settings, world / "events.jsonl", progress=False).sent
     stats = stream_job.StreamPaths.of(settings).stats
-    env = {
-        **os.environ,
-        "STREAMREC_DATA_DIR": settings.data_dir,
-        "STREAMREC_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "STREAMREC_KAFKA__EVENTS_TOPIC": settings.kafka.events_topic,
-        "STREAMREC_KAFKA__DLQ_TOPIC": settings.kafka.dlq_topic,
-        "STREAMREC_KAFKA__FEATURES_TOPIC": settings.kafka.features_topic,
-        "STREAMREC_FEAST__REDIS_CONNECTION": settings.feast.redis_connection,
-        "STREAMREC_SPARK__METRICS_PORT": "0",
-        "STREAMREC_SPARK__MAX_EVENTS_PER_TRIGGER": str(n // 8),  # several batches, so the kill lands mid-stream
-        "STREAMREC_SPARK__TRIGGER_SECONDS": "0.5",
-    }
+    # several batches, so the kill lands mid-stream
+    env = stream_env(settings, MAX_EVENTS_PER_TRIGGER=str(n // 8), TRIGGER_SECONDS="0.5")
     job = subprocess.Popen(
         [sys.executable, "-m", "streamrec.cli", "stream", "--catalog", str(world / "items.jsonl")],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=(tmp_path / "job.log").open("wb"),

@@ -22,9 +22,11 @@ from jsonschema.validators import validator_for
 from features.stream_job import StreamPaths
 from infra.llm import LLAMA_CPP_VERSION, llm_service
 from serving.model_server.server import REAL_BINARY, real_server_argv
+from serving.rerank.cache import backend
 from serving.rerank.endpoint import embedded_model
 from streamrec.cli import build_parser
 from streamrec.config import ENV_PREFIX, Settings, load_settings
+from streams.ingest_http import page_origins
 from tests.deploy_files import ROOT, containers, env_of, find, pinned
 
 COMPOSE = ROOT / "docker-compose.yml"
@@ -136,12 +138,14 @@ def settings(services) -> Settings:
     return settings_of(by_command(services)["serve"][0])
 
 
-def ports(service: dict) -> list[tuple[str, int, int]]:
-    """(host ip, host port, container port) of each published port (short syntax "ip:host:container")."""
+def ports(service: dict) -> list[tuple[str, tuple[int, ...], int]]:
+    """(host ip, host ports, container port) of each published port (short syntax "ip:host:container"; the
+    host part may be a range "first-last", one port per replica)."""
     out = []
     for spec in service.get("ports", []):
         ip, host, container = str(spec).rsplit(":", 2) if str(spec).count(":") == 2 else ("", *str(spec).split(":"))
-        out.append((ip, int(host), int(container)))
+        first, _, last = host.partition("-")
+        out.append((ip, tuple(range(int(first), int(last or first) + 1)), int(container)))
     return out
 
 
@@ -222,12 +226,23 @@ def test_images_follow_the_pins_and_the_manifests(services):
 
 def test_streamrec_services_run_real_command_lines(services):
     commands = by_command(services)
-    assert {"stream", "serve", "ingest-http", "train"} <= set(commands)
+    assert {"stream", "serve", "ingest-http", "train", "rerank-worker"} <= set(commands)
     for name, service in built(services).items():
         assert ("entrypoint" in service) == (name in NOT_STREAMREC), \
             f"{name}: the image's entrypoint is streamrec; only {NOT_STREAMREC} replace it"
-    # A non-loopback broker turns the re-rank worker off unless asked for.
-    assert commands["serve"][1].with_worker is True
+
+
+def test_api_replicas_share_the_rerank_cache_a_separate_worker_fills(services, settings):
+    commands = by_command(services)
+    api, args = commands["serve"]
+    # Two replicas, each with its own Reranker: only the shared (Redis) cache lets one decision serve both,
+    # and with it `serve` runs no worker (the default; --with-worker would add a consumer).
+    assert api["deploy"]["replicas"] == 2 and backend(settings) == "redis" and args.with_worker is None
+    worker, args = commands["rerank-worker"]
+    assert not args.port and (args.host or settings.serving.host) == "0.0.0.0"  # serving.worker_port
+    assert f"127.0.0.1:{settings.serving.worker_port}/healthz" in healthcheck_text(worker)
+    assert worker["depends_on"].keys() == api["depends_on"].keys(), "it builds the API's pipeline"
+    assert "deploy" not in worker and "ports" not in worker
 
 
 def test_every_streamrec_service_shares_one_config(services, settings):
@@ -273,8 +288,14 @@ def test_http_services_listen_on_their_ports_on_every_interface(services, settin
     # The page (/ui/ on the API) posts events to ingest.http_port on the host it was loaded from, and the
     # ingest endpoint's CORS allows serving.port's origins: the host must see both on the same numbers.
     assert ingest_port == settings.ingest.http_port and api_port == settings.serving.port
+    assert ports(ingest) == [("127.0.0.1", (ingest_port,), ingest_port)]
+    # One host port per API replica, the first serving.port; each page's origin may post events.
+    replicas = api["deploy"]["replicas"]
+    assert ports(api) == [("127.0.0.1", tuple(range(api_port, api_port + replicas)), api_port)]
+    origins = set(page_origins(settings))
+    assert all(f"http://127.0.0.1:{p}" in origins and f"http://localhost:{p}" in origins
+               for p in range(api_port, api_port + replicas))
     for service, port in ((api, api_port), (ingest, ingest_port)):
-        assert ports(service) == [("127.0.0.1", port, port)]
         assert f"127.0.0.1:{port}/healthz" in healthcheck_text(service)
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from serving.model_server.server import REAL_BINARY, real_server_argv
+from serving.rerank.cache import backend
 from streamrec.cli import build_parser
-from streamrec.config import load_settings
+from streamrec.config import ServingConfig, load_settings
 from tests.deploy_files import (
     CONFIG_KEY,
     IMAGE,
@@ -102,7 +103,22 @@ def test_streamrec_containers_run_real_subcommands():
             pytest.fail(f"{where}: `streamrec {' '.join(c.get('args', []))}` is not a streamrec command line")
         assert callable(getattr(args, "func", None)), where
         commands.add(args.command)
-    assert {"stream", "serve", "train"} <= commands
+    assert {"stream", "serve", "train", "rerank-worker"} <= commands
+
+
+def test_api_replicas_share_the_rerank_cache_a_separate_worker_fills(settings):
+    # Two replicas, each with its own Reranker: only a shared (Redis) cache lets one decision serve both.
+    api = find("Deployment", "recommend-api")
+    assert api["spec"]["replicas"] >= 2
+    assert backend(settings) == "redis"
+    args = build_parser().parse_args(containers(api, init=False)[0]["args"])
+    assert args.command == "serve" and not args.with_worker, "the worker runs on its own (rerank-worker.yaml)"
+    worker = find("Deployment", "rerank-worker")
+    container = containers(worker, init=False)[0]
+    args = build_parser().parse_args(container["args"])
+    assert args.command == "rerank-worker" and not args.port and not args.host  # serving.worker_port, serving.host
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert env_of(container).keys() == env_of(containers(api, init=False)[0]).keys(), "it builds the API's pipeline"
 
 
 def test_config_loads_with_every_containers_environment(config_file, settings):
@@ -136,6 +152,7 @@ def test_service_ports_match_the_config(settings):
         return next(p["containerPort"] for p in c["ports"] if p["name"] == name)
 
     assert port("recommend-api", "http") == container_port("recommend-api", "http") == settings.serving.port
+    assert port("rerank-worker", "http") == container_port("rerank-worker", "http") == ServingConfig().worker_port
     assert settings.model.host == "tf-serving"
     assert port("tf-serving", "grpc") == container_port("tf-serving", "grpc") == settings.model.grpc_port
     assert port("tf-serving", "http") == container_port("tf-serving", "http") == settings.model.rest_port

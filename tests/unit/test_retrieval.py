@@ -20,6 +20,7 @@ from models.retrieval import (
 )
 from models.retrieval import index as index_module
 from models.retrieval.index import build_index, top_k
+from models.text_embedding import DIM
 from streamrec.catalog import load_items
 from streamrec.errors import UserError
 from streams.generator import generate_world
@@ -270,3 +271,40 @@ def test_recall_refuses_a_generator_that_saw_the_test_period(world):
     leaky = CandidateGenerator.fit(events, items, bpr=BPR(factors=8, epochs=1, progress=False))
     with pytest.raises(UserError, match="train_events"):
         recall_at_k_report(leaky, split, events, items)
+
+
+# ---------------------------------------------------------------- items added after training
+
+
+def test_an_item_added_after_training_is_a_content_candidate_at_once(generator):
+    added = generator.with_items({"new-western": {"item_id": "new-western", "genres": ["Western"],
+                                                  "duration_minutes": 100}})
+    live = _live(western=1.0)
+    for user in ("comedy-u1", "stranger"):  # a known user's new-item slots, an unknown user's content slots
+        got = {c.item_id: c for c in added.candidates(user, live, {}, 10)}
+        assert got["new-western"][1:] == (pytest.approx(1.0), "content")
+    assert "new-western" not in {c.item_id for c in generator.candidates("stranger", live, {}, 30)}  # unchanged
+    # Its learned parts are as they were: no popularity, no positive user; the old items keep theirs.
+    codes = added.catalog.encode(["new-western", "action-0"])
+    assert added.item_users[codes[0]] == 0 and added.popularity.counts[:, codes[0]].sum() == 0
+    assert added.popularity.counts[0, codes[1]] == generator.popularity.counts[0, generator.catalog.encode(["action-0"])[0]]
+
+
+def test_a_changed_item_is_placed_by_its_new_genres(generator):
+    changed = generator.with_items({"new-horror": {"item_id": "new-horror", "genres": ["Western"],
+                                                   "duration_minutes": 100}})
+    assert changed.candidates("stranger", _live(western=1.0), {}, 2)[0][::2] == ("new-horror", "content")
+    assert len(changed.catalog) == len(generator.catalog)
+
+
+def test_text_places_a_new_item_beside_what_the_session_just_watched(generator):
+    """Two new items of the same genre: the one whose text is like the last items' comes first."""
+    texts = {i: np.eye(DIM, dtype=np.float32)[n % 3] for n, i in enumerate(generator.catalog.ids)}
+    with_texts = generator.with_items({}, texts)
+    added = with_texts.with_items(
+        {"new-a": {"item_id": "new-a", "genres": ["Western"], "duration_minutes": 90},
+         "new-b": {"item_id": "new-b", "genres": ["Western"], "duration_minutes": 90}},
+        {"new-a": np.eye(DIM, dtype=np.float32)[7], "new-b": texts["doc-0"]})
+    live = {**_live(western=1.0), "last_items": ["doc-0"]}
+    assert [c.item_id for c in added.candidates("stranger", live, {}, 4)][:2] == ["new-b", "new-a"]
+    assert [c.item_id for c in added.candidates("stranger", _live(western=1.0), {}, 4)][:2] == ["new-a", "new-b"]
