@@ -39,7 +39,7 @@ from streamrec.auth import AuthError, Principal
 from streamrec.config import Settings
 from streamrec.http_auth import HttpAuth, http_error
 from streamrec.http_errors import documented
-from streamrec.http_limits import MAX_QUERY_BYTES, QueryLimit
+from streamrec.http_limits import MAX_QUERY_BYTES, QueryLimit, known_query_only
 from streamrec.ids import ID_PATTERN, MAX_ID_CHARS
 from streamrec.vocabulary import DEVICES, latest_at_hour
 
@@ -114,6 +114,7 @@ def create_app(settings: Settings, *, with_worker: bool = False, worker_group: s
         title="streamrec recommend API",
         summary="Real-time recommendations: live features, retrieval, Wide & Deep, MMR and an LLM re-rank.",
         lifespan=lifespan,
+        dependencies=[Depends(known_query_only)],
     )
     app.state.services = services
     app.add_middleware(QueryLimit)

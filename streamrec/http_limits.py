@@ -54,3 +54,22 @@ class QueryLimit:
         await send({"type": "http.response.start", "status": 414,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+def known_query_only(request: Request) -> None:
+    """A dependency: 422 for a query parameter the route does not take, as for a bad value: a misspelt one
+    (``usr_id=``) must not be silently ignored."""
+    from fastapi import HTTPException
+
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    if dependant is None:
+        return
+    unknown = sorted(set(request.query_params) - _query_names(dependant))
+    if unknown:
+        raise HTTPException(422, [{"type": "extra_forbidden", "loc": ["query", name], "msg": "unknown query parameter",
+                                   "input": request.query_params.get(name)} for name in unknown])
+
+
+def _query_names(dependant) -> set[str]:
+    """The query parameters a route's endpoint and its dependencies take."""
+    return {p.alias for p in dependant.query_params} | {n for d in dependant.dependencies for n in _query_names(d)}
