@@ -122,9 +122,7 @@ class FeatureStoreClient:
         written = set()
         for day in sorted(days.unique()):
             file = log_dir / f"date={day}" / f"batch-{batch}.parquet"
-            out = pa.BufferOutputStream()
-            pq.write_table(table.filter(pa.array((days == day).to_numpy())), out)
-            file.write_atomic(out.getvalue())
+            write_parquet_atomic(table.filter(pa.array((days == day).to_numpy())), file)
             written.add(file.path)
         # A replay whose rows fall on other days must not leave the first attempt's files behind.
         for stale in log_dir.glob(f"date=*/batch-{batch}.parquet"):

@@ -2,7 +2,6 @@
 writes, the newest row per key."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from feast import FeatureView
 from feast.types import from_feast_to_pyarrow_type
+
+from streams.storage import Location
 
 
 def arrow_schema(view: FeatureView) -> pa.Schema:
@@ -40,12 +41,11 @@ def to_frame(table: pa.Table) -> pd.DataFrame:
     return table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
 
 
-def write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    """Write whole or not at all: readers skip dot-files, so the temp file is never read half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+def write_parquet_atomic(table: pa.Table, where: Path | Location) -> None:
+    """Write whole or not at all (``Location.write_atomic``), to a local path or a URI's location."""
+    out = pa.BufferOutputStream()
+    pq.write_table(table, out)
+    Location.of(where).write_atomic(out.getvalue())
 
 
 def latest_per_key(df: pd.DataFrame, key: str, ts: str = "event_timestamp") -> pd.DataFrame:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Sequence
 
 from kafka.errors import KafkaError
@@ -38,7 +37,6 @@ class CatalogWatcher:
         self.state = "stopped"  # stopped | connecting | following | error: <why>
         self.applied = 0
         self.refused = 0
-        self.last_applied_at: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -85,8 +83,8 @@ class CatalogWatcher:
                 if follower is not None:
                     follower.close()
 
-    def apply(self, changes: Sequence[Change]) -> dict[str, dict]:
-        """Apply ``changes`` to the pipeline; returns the records now served for them."""
+    def apply(self, changes: Sequence[Change]) -> None:
+        """Serve what ``changes`` leave; log the ones the catalog refuses."""
         merged, refused = apply_changes(self.pipeline.catalog.rows, [(c.op, c.item) for c in changes])
         for n, error in refused:
             log.warning("catalog change %s skipped: %s", changes[n].source, error)
@@ -96,5 +94,3 @@ class CatalogWatcher:
             vectors = text_encoder().encode([item_text(merged[i]) for i in ids])
             self.pipeline.add_items(merged, dict(zip(ids, vectors)))
             self.applied += len(merged)
-            self.last_applied_at = time.time()
-        return merged

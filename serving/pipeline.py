@@ -20,6 +20,7 @@ re-ranker about the same candidates in the same context.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import logging
 import threading
@@ -166,11 +167,11 @@ class ItemCatalog:
     record is not the one the model was exported with (scored from their content: ``Scorer``).
     """
 
-    def __init__(self, rows: Sequence[dict], changed: frozenset[str] = frozenset(), added: frozenset[str] = frozenset()):
+    def __init__(self, rows: Sequence[dict]):
         self.rows = {r["item_id"]: r for r in rows if r.get("title") is not None}
         self.missing = tuple(r["item_id"] for r in rows if r.get("title") is None)
-        self.changed = changed
-        self.added = added  # of ``changed``, the items new since the start (not in the trained catalog)
+        self.changed: frozenset[str] = frozenset()
+        self.added: frozenset[str] = frozenset()  # of ``changed``, the items new since the start (not trained on)
 
     @classmethod
     def load(cls, store, item_ids: Sequence[str]) -> ItemCatalog:
@@ -178,10 +179,12 @@ class ItemCatalog:
 
     def with_items(self, items: Mapping[str, dict]) -> ItemCatalog:
         """A new catalog: this one with ``items`` (item_id -> record) added or replaced."""
-        rows = {**self.rows, **items}
-        new = frozenset(i for i in items if i not in self.rows and i not in self.missing)
-        return ItemCatalog(list(rows.values()) + [{"item_id": i} for i in self.missing if i not in items],
-                           self.changed | frozenset(items), self.added | new)
+        out = copy.copy(self)
+        out.rows = {**self.rows, **items}
+        out.missing = tuple(i for i in self.missing if i not in items)
+        out.changed = self.changed | frozenset(items)
+        out.added = self.added | frozenset(i for i in items if i not in self.rows and i not in self.missing)
+        return out
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -215,16 +218,16 @@ class Scorer:
         if self._signature is None:
             self._signature = self._read_signature()
         live, _, rank = self._signature
-        fresh = [n for n, item in enumerate(items) if item["item_id"] in changed] if rank else []
+        # Without ``rank`` every item goes by its content.
+        by_content = [not rank or item["item_id"] in changed for item in items]
+        known = [n for n, content in enumerate(by_content) if not content]
+        fresh = [n for n, content in enumerate(by_content) if content]
         scores = np.empty(len(items), np.float64)
         info = None
-        if len(fresh) < len(items):
-            known = np.setdiff1d(np.arange(len(items)), fresh)
-            inputs = request_inputs(session, profile, request, live=live) if rank else \
-                serving_inputs(session, items, profile, request, live=live)
-            if rank:
-                inputs["item_id"] = np.array([items[n]["item_id"] for n in known], dtype=object)
-            scores[known], info = self._predict(inputs, RANK_SIGNATURE if rank else "serving_default", len(known))
+        if known:
+            inputs = request_inputs(session, profile, request, live=live)
+            inputs["item_id"] = np.array([items[n]["item_id"] for n in known], dtype=object)
+            scores[known], info = self._predict(inputs, RANK_SIGNATURE, len(known))
         if fresh:
             inputs = serving_inputs(session, [items[n] for n in fresh], profile, request, live=live)
             scores[fresh], info = self._predict(inputs, "serving_default", len(fresh))

@@ -3,7 +3,7 @@ typed rows for Feast and training, and its changes as records of the catalog top
 
 A change is ``{"op": "add" | "update", "item": {...}}`` keyed by item id. ``add`` carries a whole record (an item
 new or replaced); ``update`` carries ``item_id`` and the fields to change, merged onto the current record, so it
-needs an item the catalog already holds. Every reader of the topic applies changes with ``apply_change``, in topic
+needs an item the catalog already holds. Every reader of the topic applies changes with ``apply_changes``, in topic
 order, so they all hold the same catalog."""
 from __future__ import annotations
 
@@ -142,11 +142,11 @@ def parse_change(value: bytes) -> tuple[str, dict]:
     return checked["op"], checked["item"]
 
 
-def apply_change(items: Mapping[str, Mapping], op: str, fields: Mapping) -> dict:
-    """The item record after the change: ``add`` is the record itself; ``update`` merges onto the current one."""
+def apply_change(current: Mapping | None, op: str, fields: Mapping) -> dict:
+    """The item record after the change: ``add`` is the record itself; ``update`` merges onto ``current`` (the
+    item's record now, None when the catalog has none)."""
     if op == "add":
         return dict(fields)
-    current = items.get(fields["item_id"])
     if current is None:
         raise RefusedChange("unknown_item", f"update of item {fields['item_id']!r}, which the catalog does not hold "
                                             "(add it first)")
@@ -164,8 +164,9 @@ def apply_changes(items: Mapping[str, Mapping], changes: Iterable[tuple[str, Map
     merged: dict[str, dict] = {}
     refused = []
     for n, (op, fields) in enumerate(changes):
-        try:
-            record = apply_change({**items, **merged} if merged else items, op, fields)
+        item_id = fields["item_id"]
+        try:  # a later change of an item applies to what the earlier ones left
+            record = apply_change(merged.get(item_id, items.get(item_id)), op, fields)
         except RefusedChange as e:
             refused.append((n, e))
             continue

@@ -191,8 +191,8 @@ class CandidateGenerator:
             text_rows = np.zeros((len(catalog), DIM), np.float32)
             if self.texts is not None:
                 text_rows[old] = self.texts
-            for item_id, vector in (texts or {}).items():
-                text_rows[catalog.encode([item_id])[0]] = vector
+            if texts:
+                text_rows[catalog.encode(list(texts))] = np.stack(list(texts.values()))
         return CandidateGenerator(catalog.ids, genres, item_users, self.user_ids, self.user_vectors, self.index,
                                   popularity, self.config, self.info, text_rows)
 
