@@ -84,6 +84,12 @@ def test_two_replicas_serve_one_decision_the_separate_worker_made(serving_stack,
 
         assert_eventually(refreshed, timeout_s=60)
 
+        # Both answer as at one instant: features decay with the clock, and two W&D scores a hair apart may
+        # swap between two requests a few milliseconds apart, whatever the cache holds.
+        instant = time.time()
+        for client in (first, second):
+            client.app.state.services.pipeline.clock = lambda: instant
+
         def both_cached():
             bodies = [recommend(client, user_id=user, k=5) for client in (first, second)]
             assert [b["rerank"]["status"] for b in bodies] == ["cached", "cached"]
