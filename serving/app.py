@@ -10,6 +10,7 @@ Auth (``streamrec.auth``): ``/recommend`` needs a token that may read that user
 (``recommend:read`` bound to them, or ``recommend:any``), ``/metrics`` one with ``ops:read``.
 ``/healthz`` answers everyone ok/unhealthy, and its details only to ``ops:read``.
 The caller's identity is what the re-ranker's fair queue and rate limit go by.
+Every answered list is logged as an exposure (``serving.experiments.exposure``) for the A/B report.
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ from pydantic import BaseModel
 
 from models.retrieval import CandidateGenerator, retrieval_dir
 from serving.catalog_updates import CatalogWatcher
+from serving.experiments.assignment import check as check_experiment
+from serving.experiments.exposure import ExposureLog, exposure_record
 from serving.metrics import CONTENT_TYPE, ServingMetrics
 from serving.pipeline import FeatureStoreUnavailable, ItemCatalog, Pipeline, Recommendation, Scorer
 from serving.rerank import Reranker
@@ -57,6 +60,7 @@ class Services:
     metrics: ServingMetrics
     worker: RefreshWorker | None
     catalog: CatalogWatcher | None
+    exposures: ExposureLog
 
     def start(self) -> None:
         """The background threads: items added while serving, and the re-rank refresh worker."""
@@ -70,6 +74,7 @@ class Services:
                 thread.stop()
         self.reranker.close()
         self.predict.close()
+        self.exposures.close()
 
 
 def build_services(settings: Settings, *, with_worker: bool = False, worker_group: str = DEFAULT_GROUP,
@@ -77,6 +82,7 @@ def build_services(settings: Settings, *, with_worker: bool = False, worker_grou
     """``follow_catalog``: serve items added through the catalog topic (``serving.catalog_updates``)."""
     from features.store import FeatureStoreClient
 
+    check_experiment(settings.experiments)
     store = FeatureStoreClient(settings)
     generator = CandidateGenerator.load(retrieval_dir(settings))
     catalog = ItemCatalog.load(store, list(generator.catalog.ids))
@@ -91,7 +97,8 @@ def build_services(settings: Settings, *, with_worker: bool = False, worker_grou
     pipeline = Pipeline(settings, store, generator, Scorer(predict), reranker, catalog)
     worker = RefreshWorker(settings, pipeline, reranker, metrics, worker_group) if with_worker else None
     return Services(pipeline, reranker, predict, metrics, worker,
-                    CatalogWatcher(settings, pipeline) if follow_catalog else None)
+                    CatalogWatcher(settings, pipeline) if follow_catalog else None,
+                    ExposureLog(settings, metrics.exposures))
 
 
 def create_app(settings: Settings, *, with_worker: bool = False, worker_group: str = DEFAULT_GROUP,
@@ -146,6 +153,7 @@ def create_app(settings: Settings, *, with_worker: bool = False, worker_group: s
             rec.timings_ms, "cold_start" if rec.cold_start else "personal", rec.fallbacks, rec.rerank.status,
             rec.features.age_s, rec.rerank.cache_age_s,
         )
+        services.exposures.log(exposure_record(rec, int(time.time() * 1000)))
         return rec
 
     @app.get("/healthz", response_model=Health, response_model_exclude_none=True,

@@ -86,6 +86,9 @@ class ServingMetrics:
         self.worker_skips = Counter(
             "streamrec_rerank_worker_skips", "Feature rows the worker did not refresh for, by reason",
             ["reason"], registry=r)
+        self.exposures = Counter(
+            "streamrec_exposures", "Served lists logged to kafka.exposures_topic, by outcome (sent: acknowledged; "
+            "failed: the broker refused or timed out; dropped: the producer's queue was full)", ["outcome"], registry=r)
         self.worker_lag = Histogram(
             "streamrec_rerank_worker_lag_seconds", "Context change to re-rank ready: the user's last event time to the "
             "end of the worker's refresh for it (applied or cached)", buckets=AGE_BUCKETS_S, registry=r)

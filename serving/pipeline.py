@@ -16,6 +16,9 @@ re-ranker about the same candidates in the same context.
 - diversity: MMR over the items' genre vectors (``serving.mmr_lambda``) down to ``serving.top_n``.
 - rerank: ``Reranker.rerank`` within its budget; whatever it answers is a permutation of the
   shortlist, so every item served is a candidate.
+- experiment: the user's variant (``serving.experiments.assignment``) may change the MMR λ, turn the re-rank
+  off, or explore the final slate (``serving.experiments.exploration``: each shown item's propensity is in
+  the answer, for the exposure the API logs).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import dataclasses
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -36,6 +40,8 @@ from features.user_state import decay_features_to
 from models.examples import RANK_SIGNATURE, RequestContext, request_inputs, serving_inputs
 from models.retrieval import CandidateGenerator
 from serving.diversity import mmr
+from serving.experiments.assignment import assign
+from serving.experiments.exploration import Slot, epsilon_greedy, greedy, request_rng
 from serving.rerank import Candidate as RerankCandidate
 from serving.rerank import LiveContext, RankedItem, Reranker, RerankResult, live_context
 from serving.tf_client import PredictClient, PredictError
@@ -76,6 +82,8 @@ class RecommendedItem:
     source: str  # retrieval source: embedding | content | popular
     scores: ItemScores
     reason: str
+    propensity: float = 1.0  # the probability the serving policy had of showing this item in this place
+    explored: bool = False  # shown by exploration instead of the ranked item of this place
 
 
 @dataclass
@@ -92,6 +100,12 @@ class RerankInfo:
     model: str
     latency_ms: float
     cache_age_s: float | None = None  # for status cached: how old the cached answer is, when the re-ranker says
+
+
+@dataclass
+class ExperimentInfo:
+    name: str  # experiments.name; empty when none runs
+    variant: str  # the user's variant ("default" when none runs)
 
 
 @dataclass
@@ -115,6 +129,8 @@ class Recommendation:
     timings_ms: dict[str, float]  # STAGES
     rerank: RerankInfo
     fallbacks: list[str]  # cold_start, features_unavailable, model_unavailable, model_error, rerank_<status>
+    request_id: str  # the exposure's id: the answer's, in kafka.exposures_topic
+    experiment: ExperimentInfo
     before_rerank: list[RecommendedItem] | None = None  # asked for: the top k in Wide & Deep + MMR order
 
 
@@ -296,28 +312,41 @@ class Pipeline:
         """``client``: who asks (the re-ranker's fair queue and rate limit go by it); ``at_ms``: answer as at
         that time (default now); ``compare``: also return the list before the re-rank."""
         started = time.perf_counter()
-        short = self.shortlist(user_id, device, at_ms)
+        experiment = self.settings.experiments
+        variant_name, variant = assign(experiment, user_id)
+        short = self.shortlist(user_id, device, at_ms, variant.mmr_lambda)
         t = time.perf_counter()
         assert self.reranker is not None, "a shortlist-only pipeline (no reranker) cannot recommend"
-        result = self.reranker.rerank(user_id, short.rerank_candidates(), short.context, q, client=client)
+        if variant.rerank is False:
+            result = self.reranker.unranked(short.rerank_candidates())
+        else:
+            result = self.reranker.rerank(user_id, short.rerank_candidates(), short.context, q, client=client)
         timings = {**short.timings_ms, "rerank": _ms(t)}
         timings["total"] = _ms(started)
         fallbacks = list(short.fallbacks)
         if not result.applied and result.status != "disabled":
             fallbacks.append(f"rerank_{result.status}")
         by_id = {s.item_id: s for s in short.items}
-        items = [_item(by_id[r.item_id], r) for r in result.items[:k]]
+        ranked = {r.item_id: r for r in result.items}
+        request_id = uuid.uuid4().hex
+        order = [r.item_id for r in result.items]
+        slate = (epsilon_greedy(order, k, variant.epsilon, request_rng(request_id))
+                 if variant.exploration == "epsilon_greedy" else greedy(order, k))
+        items = [_item(by_id[s.item_id], ranked[s.item_id], s) for s in slate]
         return Recommendation(
             user_id=user_id, k=k, cold_start=short.cold_start, items=items, features=_snapshot(short),
             model=short.model, timings_ms={stage: round(timings[stage], 3) for stage in STAGES},
-            rerank=_rerank_info(result), fallbacks=fallbacks,
+            rerank=_rerank_info(result), fallbacks=fallbacks, request_id=request_id,
+            experiment=ExperimentInfo(experiment.name, variant_name),
             before_rerank=[_item(s, RankedItem(s.item_id, n, s.relevance, ""))
                            for n, s in enumerate(short.items[:k], 1)] if compare else None,
         )
 
     # ---- up to the re-rank
 
-    def shortlist(self, user_id: str, device: str | None = None, at_ms: int | None = None) -> Shortlist:
+    def shortlist(self, user_id: str, device: str | None = None, at_ms: int | None = None,
+                  mmr_lambda: float | None = None) -> Shortlist:
+        """``mmr_lambda``: the variant's, instead of ``serving.mmr_lambda``."""
         timings: dict[str, float] = {}
         t = time.perf_counter()
         now_ms = int(self.clock() * 1000) if at_ms is None else int(at_ms)
@@ -356,7 +385,8 @@ class Pipeline:
 
         t = time.perf_counter()
         codes = generator.catalog.encode([c.item_id for c in candidates])
-        picked = with_new_items(mmr(relevance, generator.genres[codes], self.settings.serving.mmr_lambda,
+        lam = self.settings.serving.mmr_lambda if mmr_lambda is None else mmr_lambda
+        picked = with_new_items(mmr(relevance, generator.genres[codes], lam,
                                     self.settings.serving.top_n),
                                 [n for n, c in enumerate(candidates) if c.source == "content" and c.item_id in catalog.added],
                                 self.settings.serving.new_item_slots)
@@ -401,13 +431,14 @@ def _shortlisted(candidate, row: dict, wd: float | None, relevance: float) -> Sh
     )
 
 
-def _item(s: Shortlisted, ranked: RankedItem) -> RecommendedItem:
+def _item(s: Shortlisted, ranked: RankedItem, slot: Slot | None = None) -> RecommendedItem:
     return RecommendedItem(
         item_id=s.item_id, title=s.title, genres=list(s.genres), source=s.source,
         scores=ItemScores(retrieval=round(s.retrieval_score, 6),
                           wide_deep=None if s.wd_score is None else round(s.wd_score, 6),
                           final=round(float(ranked.score), 6)),
         reason=ranked.reason or SOURCE_REASONS.get(s.source, ""),
+        propensity=1.0 if slot is None else slot.propensity, explored=slot is not None and slot.explored,
     )
 
 

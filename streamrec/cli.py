@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "models.cli",
     "serving.model_server.cli",
     "serving.cli",
+    "serving.experiments.cli",
     "streamrec.auth_cli",
     "streamrec.bench",
     "streamrec.demo",

@@ -68,6 +68,9 @@ class KafkaConfig:
     # Item records added or changed (`streamrec catalog add|update`), keyed by item id; refused ones go to its DLQ.
     catalog_topic: str = "streamrec.catalog"
     catalog_dlq_topic: str = "streamrec.catalog.dlq"
+    # Every list the API serves (experiment, variant, items, positions, propensities), keyed by user: the
+    # A/B report's and the off-policy estimates' input.
+    exposures_topic: str = "streamrec.exposures"
     partitions: PositiveInt = 4
     replication_factor: PositiveInt = 1
     # Some brokers (Tansu, the embedded one before) make a group join wait about half the session
@@ -114,6 +117,11 @@ class FeatureConfig:
     last_n_items: NonNegativeInt = 10
     click_weight: NonNegativeFloat = 0.25
     timezone: str = "UTC"
+    # The user's retrieval vector folded in online by the stream job from what they just watched, against the
+    # trained item vectors (``features.user_vector``); off: vectors change only at retraining.
+    live_user_vectors: bool = True
+    # The fold-in's ridge term (regularization of the least-squares solve against fixed item vectors).
+    fold_in_regularization: PositiveFloat = 0.1
 
 
 @dataclass(config=_CHECKS)
@@ -166,6 +174,31 @@ class ServingConfig:
     rerank_cache: RerankCache = "auto"
 
 
+Exploration = Literal["none", "epsilon_greedy"]
+
+
+@dataclass(config=_CHECKS)
+class VariantConfig:
+    """One arm of an experiment: what it changes from the serving settings (unset: as configured)."""
+    weight: PositiveFloat = 1.0  # relative share of users
+    mmr_lambda: ZeroToOne | None = None
+    rerank: bool | None = None  # the LLM re-rank on or off
+    # "epsilon_greedy": each slot of the final list shows, with probability epsilon, an item drawn uniformly from
+    # the rest of the shortlist instead of the next best; every shown item's propensity is logged.
+    exploration: Exploration = "none"
+    epsilon: ZeroToOne = 0.1
+
+
+@dataclass(config=_CHECKS)
+class ExperimentConfig:
+    """An A/B test: users are assigned to ``variants`` by a salted hash of their id (sticky across restarts)."""
+    name: str = ""  # empty: no experiment, every list is served as configured (variant "default")
+    salt: str = ""  # empty: the name; a new salt reshuffles users
+    variants: dict[str, VariantConfig] = field(default_factory=dict)
+    # A click or watch of a shown item this long after the exposure counts as its outcome.
+    outcome_window_minutes: PositiveFloat = 30.0
+
+
 @dataclass(config=_CHECKS)
 class LLMConfig:
     base_url: str = ""
@@ -204,6 +237,7 @@ class Settings:
     serving: ServingConfig = field(default_factory=ServingConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    experiments: ExperimentConfig = field(default_factory=ExperimentConfig)
 
     @property
     def data_path(self) -> Path:

@@ -11,6 +11,7 @@ import socket
 import time
 from collections.abc import Iterator
 
+from confluent_kafka import Producer
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
@@ -69,6 +70,14 @@ def librdkafka_config(cfg: KafkaConfig, client_options: dict | None = None) -> d
     return config
 
 
+def keyed_producer(cfg: KafkaConfig, **config) -> Producer:
+    """A librdkafka producer for records keyed by user: it never blocks a caller (sends are queued and retried in
+    its own thread, the broker found when it answers), and keys hash with murmur2 as Kafka's Java client and the
+    SDK do, so a user's records share a partition with the user's events."""
+    return Producer({**librdkafka_config(cfg), "partitioner": "murmur2_random", "enable.idempotence": True,
+                     "acks": "all", **config}, logger=LIBRDKAFKA_LOG)
+
+
 class BrokerUnavailable(UserError):
     """No broker answers, or it does not know a topic yet: may pass (a restart), unlike a bad setting."""
 
@@ -84,7 +93,8 @@ def admin_client(cfg: KafkaConfig, timeout_s: float = 10.0) -> KafkaAdminClient:
 
 def ensure_topics(cfg: KafkaConfig, topics: list[str] | None = None) -> list[str]:
     """Create the pipeline's topics if missing; returns the names created."""
-    topics = topics or [cfg.events_topic, cfg.dlq_topic, cfg.features_topic, cfg.catalog_topic, cfg.catalog_dlq_topic]
+    topics = topics or [cfg.events_topic, cfg.dlq_topic, cfg.features_topic, cfg.catalog_topic, cfg.catalog_dlq_topic,
+                        cfg.exposures_topic]
     admin = admin_client(cfg)
     try:
         existing = set(admin.list_topics())

@@ -193,6 +193,10 @@ class Reranker:
             return self._fallback(candidates, "timeout", start)
         return self._from_outcome(outcome, candidates, context, start)
 
+    def unranked(self, candidates: Sequence[Candidate]) -> RerankResult:
+        """The W&D order, as when disabled (an experiment's variant without the re-rank)."""
+        return self._fallback(list(candidates), "disabled", time.monotonic())
+
     def refresh(self, user_id: str, candidates: Sequence[Candidate], context: LiveContext,
                 q: str | None = None, *, reuse: bool = False, wait_s: float | None = None) -> RerankResult:
         """Call the LLM now, without the budget, and cache the answer (the refresh worker, benchmarks).

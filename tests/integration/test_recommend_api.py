@@ -24,9 +24,9 @@ pytestmark = pytest.mark.integration
 
 INTENT = json.dumps({"genre_weights": [{"genre": "Comedy", "weight": 1}], "mood": "funny", "preferred_length": "any",
                      "exclude_genres": [], "reason": "Something light"})
-ITEM_FIELDS = {"item_id", "title", "genres", "source", "scores", "reason"}
+ITEM_FIELDS = {"item_id", "title", "genres", "source", "scores", "reason", "propensity", "explored"}
 RESPONSE_FIELDS = {"user_id", "k", "cold_start", "items", "features", "model", "timings_ms", "rerank", "fallbacks",
-                   "before_rerank"}
+                   "request_id", "experiment", "before_rerank"}
 
 
 def client_for(settings: Settings, **app_options) -> TestClient:
@@ -108,6 +108,9 @@ def test_response_contract(api, serving_stack, fake_llm):
     assert body["rerank"]["mode"] == "intent" and body["rerank"]["model"] == "fake-llm"
     assert body["fallbacks"] == []
     assert ctx["device"] == features["session"]["last_device"]
+    # No experiment runs: the default variant, nothing explored.
+    assert body["experiment"] == {"name": "", "variant": "default"} and len(body["request_id"]) == 32
+    assert all(i["propensity"] == 1.0 and i["explored"] is False for i in items)
 
 
 def test_device_parameter_overrides_the_live_device(api, serving_stack, fake_llm):
