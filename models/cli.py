@@ -55,8 +55,12 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
 def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from models.evaluate import run_evaluation
 
+    if args.rerank and args.fairness:
+        raise UserError("--rerank and --fairness are separate evaluations: run one at a time")
     if args.rerank:
         return _evaluate_rerank(args, settings)
+    if args.fairness:
+        return _evaluate_fairness(args, settings)
     log = event_log(args, settings)
     out = args.out or settings.data_path / "reports" / log.name
     protocols = ("loo", "full") if args.protocol == "all" else (args.protocol,)
@@ -97,6 +101,49 @@ def _evaluate_rerank(args: argparse.Namespace, settings: Settings) -> int:
               f"({block['sessions']} sessions)")
     print(f"report: {out / 'rerank.md'}")
     return 0
+
+
+def user_attributes(args: argparse.Namespace, log):
+    """The users' attributes the audit groups by: MovieLens's users file, a generated world's device preference
+    (none when the world directory holds only the log)."""
+    from models.fairness_audit import world_user_attributes
+    from streams.movielens import load_user_attributes
+
+    fmt = DATASETS[args.data]
+    if fmt is not None:
+        return load_user_attributes(args.path, fmt)
+    world = log.events.parent
+    return world_user_attributes(world) if (world / "users.jsonl").is_file() else None
+
+
+def _evaluate_fairness(args: argparse.Namespace, settings: Settings) -> int:
+    from models.fairness_audit import FairnessOptions, run_fairness
+    from models.fairness_report import headline_rows, mitigation_rows
+
+    if args.seeds is not None:
+        raise UserError("--fairness audits one seed: give it with --seed")
+    log = event_log(args, settings)
+    out = args.out or settings.data_path / "reports" / log.name
+    given = {"strengths": None if args.fairness_strengths is None
+             else parse_floats(args.fairness_strengths, "--fairness-strengths"),
+             "min_users": args.fairness_min_users}
+    # Unset flags keep FairnessOptions' defaults, the one place they are written.
+    options = FairnessOptions(**{k: v for k, v in given.items() if v is not None}, model=args.fairness_model,
+                              mitigation=args.fairness_mitigation, seed=args.seed, negatives=args.negatives,
+                              config=_config(args), progress=not args.quiet)
+    summary = run_fairness(settings, log, out, user_attributes(args, log), options)
+    print("\n".join(headline_rows(summary)))
+    if summary["mitigation"]["runs"]:
+        print("\n".join(mitigation_rows(summary)))
+    print(f"report: {out / 'fairness.md'}")
+    return 0
+
+
+def parse_floats(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise UserError(f"{flag} takes comma-separated numbers, got {text!r}") from None
 
 
 def parse_ints(text: str, flag: str) -> tuple[int, ...]:
@@ -154,4 +201,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--world-items", type=int, help="items per world (default: 400)")
     g.add_argument("--world-days", type=float, help="days per world (default: 8)")
     g.add_argument("--holdout-days", type=float, help="the last days held out (default: 2)")
+    g = p.add_argument_group("fairness audit (--fairness)")
+    g.add_argument("--fairness", action="store_true",
+                   help="NDCG@10 and HR@10 by user group (activity; MovieLens: gender, age, occupation; a world: "
+                        "preferred device) and top-10 exposure by popularity decile, disparity ratios with bootstrap "
+                        "CIs, and a re-rank for exposure parity with its accuracy cost; writes fairness.md, "
+                        "fairness.json and plots")
+    g.add_argument("--fairness-model", default="wide-deep",
+                   help="the model audited: wide-deep (default), wide-deep-no-live or a baseline's report name")
+    g.add_argument("--fairness-mitigation", choices=("exposure_rerank", "none"), default="exposure_rerank",
+                   help="re-rank the model's scores toward equal exposure of popularity deciles (default), or none")
+    g.add_argument("--fairness-strengths",
+                   help="comma-separated re-rank strengths: the share of the catalog an item of the least popular "
+                        "decile moves up a user's ranking, less for each decile above (default: 0.05,0.1,0.25,0.5)")
+    g.add_argument("--fairness-min-users", type=int,
+                   help="user groups smaller than this are listed without ratios (default: 20)")
     p.set_defaults(func=_evaluate)

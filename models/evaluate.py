@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from models.baselines import ALS, BPR, ItemKNN, MostPopular, SASRec, SessionKNN
+from models.baselines.recommender import Recommender
 from models.data import LOG_ORDER, FullSplit, LooSplit, make_split
 from models.example_set import ExampleSet
 from models.examples import context_inputs, item_inputs
@@ -119,10 +120,8 @@ def context_rows(prepared: Prepared, split: LooSplit | FullSplit) -> pd.DataFram
     return rows.set_index("user_idx")
 
 
-def _models(prepared: Prepared, split, settings: Settings, config: WideDeepConfig, seed: int, progress: bool) -> dict:
-    contexts = context_rows(prepared, split)
-    ranker = dict(prepared=prepared, split=split, contexts=contexts, config=config, seed=seed,
-                  timezone=settings.features.timezone, progress=progress)
+def baseline_models(seed: int, progress: bool) -> dict[str, Recommender]:
+    """The baselines by report name, unfitted."""
     return {
         "most-popular": MostPopular(),
         "item-knn": ItemKNN(),
@@ -131,6 +130,15 @@ def _models(prepared: Prepared, split, settings: Settings, config: WideDeepConfi
         "bpr": BPR(seed=seed, progress=progress),
         "als": ALS(seed=seed, progress=progress),
         "sasrec": SASRec(seed=seed, progress=progress),
+    }
+
+
+def _models(prepared: Prepared, split, settings: Settings, config: WideDeepConfig, seed: int, progress: bool) -> dict:
+    contexts = context_rows(prepared, split)
+    ranker = dict(prepared=prepared, split=split, contexts=contexts, config=config, seed=seed,
+                  timezone=settings.features.timezone, progress=progress)
+    return {
+        **baseline_models(seed, progress),
         "wide-deep": WideDeepRanker(live=True, **ranker),
         "wide-deep-no-live": WideDeepRanker(live=False, **ranker),
     }

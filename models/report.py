@@ -112,7 +112,7 @@ def _versus_best(block: dict, pooled: str) -> list[str]:
     return lines
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -121,8 +121,8 @@ def _pyplot():
     return plt
 
 
-def _grouped_bars(ax, groups: list[str], series: dict[str, list[float]],
-                  errors: dict[str, list[float]] | None = None) -> None:
+def grouped_bars(ax, groups: list[str], series: dict[str, list[float]],
+                 errors: dict[str, list[float]] | None = None) -> None:
     """Bars per group and series; ``errors``: a ± bar per value (the spread over seeds)."""
     width = 0.8 / max(len(series), 1)
     x = np.arange(len(groups))
@@ -134,13 +134,13 @@ def _grouped_bars(ax, groups: list[str], series: dict[str, list[float]],
 
 
 def plot_metrics(out_dir: Path, summary: dict) -> list[Path]:
-    plt = _pyplot()
+    plt = pyplot()
     paths = []
     for protocol, block in summary["protocols"].items():
         names = metric_names(block)
         fig, ax = plt.subplots(figsize=(1.6 * len(names) + 4, 4))
-        _grouped_bars(ax, names, {m: [f[n] for n in names] for m, f in block["models"].items()},
-                      {m: [block["spread"][m][n] for n in names] for m in block["models"]})
+        grouped_bars(ax, names, {m: [f[n] for n in names] for m, f in block["models"].items()},
+                     {m: [block["spread"][m][n] for n in names] for m in block["models"]})
         ax.set_title(f"{summary['dataset']['name']}: {protocol}")
         ax.legend(fontsize="small")
         path = out_dir / f"metrics_{protocol}.png"
@@ -152,14 +152,14 @@ def plot_metrics(out_dir: Path, summary: dict) -> list[Path]:
 
 
 def plot_activity(out_dir: Path, summary: dict) -> list[Path]:
-    plt = _pyplot()
+    plt = pyplot()
     blocks = summary["protocols"]
     fig, axes = plt.subplots(1, len(blocks), figsize=(7 * len(blocks), 4), squeeze=False)
     for ax, (protocol, block) in zip(axes[0], blocks.items()):
         metric = f"ndcg@{block['k']}"
         tables = block[f"{metric}_by_activity"]
         buckets = list(next(iter(tables.values())))
-        _grouped_bars(ax, buckets, {m: [t[b][metric] for b in buckets] for m, t in tables.items()})
+        grouped_bars(ax, buckets, {m: [t[b][metric] for b in buckets] for m, t in tables.items()})
         ax.set_title(f"{protocol}: {metric.upper()} by train positives per user")
         ax.set_xlabel("train positives")
         ax.legend(fontsize="small")
@@ -175,7 +175,7 @@ def plot_coverage(out_dir: Path, summary: dict) -> list[Path]:
     block = summary["protocols"].get("full")
     if block is None:
         return []
-    plt = _pyplot()
+    plt = pyplot()
     metric = f"coverage@{block['k']}"
     models = list(block["models"])
     fig, ax = plt.subplots(figsize=(7, 4))

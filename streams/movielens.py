@@ -14,6 +14,10 @@ passes the directory. The mapping of a rating to the event contract:
   order is the tie rule every reader of the log uses (``models.data``; 77 % of ML-1M ratings share a second with
   another of the same user's, so the rule decides many held-out items).
 
+User attributes (``user_attributes``, for the fairness audit; never part of the event log): gender, age bucket
+and occupation name per ``user_id``. ML-1M codes age as the start of a bracket (``AGE_GROUPS``) and occupation as a
+number (``OCCUPATIONS_1M``); ML-100k's ages in years are put in the same brackets, its occupations kept as named.
+
 The catalog (items.jsonl, beside the event log) has the generator's fields;
 ``year`` comes from the title's "(1995)" (else the release date) and may be null,
 ``genres`` may be empty or hold more than three, and ``popularity`` is
@@ -51,6 +55,16 @@ _RELEASE_DATE = re.compile(r"\d{2}-[A-Za-z]{3}-(\d{4})")
 RATING_COLUMNS = ["user", "item", "rating", "timestamp"]
 ITEM_COLUMNS = ["item", "title", "genres", "year"]
 USER_COLUMNS = ["user", "gender", "age", "occupation", "zip"]
+# ML-1M's age codes (the lower bound of each bracket in years) and their labels; ML-100k ages go in the same ones.
+AGE_GROUPS = {1: "<18", 18: "18-24", 25: "25-34", 35: "35-44", 45: "45-49", 50: "50-55", 56: "56+"}
+# ML-1M's occupation codes 0..20, as its README names them.
+OCCUPATIONS_1M = (
+    "other", "academic/educator", "artist", "clerical/admin", "college/grad student", "customer service",
+    "doctor/health care", "executive/managerial", "farmer", "homemaker", "K-12 student", "lawyer", "programmer",
+    "retired", "sales/marketing", "scientist", "self-employed", "technician/engineer", "tradesman/craftsman",
+    "unemployed", "writer",
+)
+GENDERS = ("F", "M")
 
 
 # ---- pure line parsing: fields in, a row out, ValueError with a precise message ----
@@ -100,13 +114,27 @@ def _item_row_1m(fields: list[str]) -> tuple:
     return _int(fields[0], "item id"), title, genres, year
 
 
+def _gender(value: str) -> str:
+    if value not in GENDERS:
+        raise ValueError(f"gender {value!r} is not one of {', '.join(GENDERS)}")
+    return value
+
+
 def _user_row_100k(fields: list[str]) -> tuple:
-    return _int(fields[0], "user id"), fields[2], _int(fields[1], "age"), fields[3], fields[4]
+    age = _int(fields[1], "age")
+    if not 0 < age < 130:
+        raise ValueError(f"age {age} is not an age in years")
+    return _int(fields[0], "user id"), _gender(fields[2]), age, fields[3], fields[4]
 
 
 def _user_row_1m(fields: list[str]) -> tuple:
     # ML-1M codes age as a bracket start (1, 18, 25, ...) and occupation as a number.
-    return _int(fields[0], "user id"), fields[1], _int(fields[2], "age"), fields[3], fields[4]
+    age, occupation = _int(fields[2], "age"), _int(fields[3], "occupation")
+    if age not in AGE_GROUPS:
+        raise ValueError(f"age code {age} is not one of {', '.join(map(str, AGE_GROUPS))}")
+    if not 0 <= occupation < len(OCCUPATIONS_1M):
+        raise ValueError(f"occupation code {occupation} is outside 0..{len(OCCUPATIONS_1M) - 1}")
+    return _int(fields[0], "user id"), _gender(fields[1]), age, fields[3], fields[4]
 
 
 # Per format and file: separator, field count, row parser.
@@ -206,7 +234,37 @@ def load(path: Path, fmt: str = "auto") -> tuple[pd.DataFrame, pd.DataFrame, pd.
     return ratings, items, users
 
 
+def load_user_attributes(path: Path, fmt: str = "auto") -> pd.DataFrame:
+    """The users file's attributes by ``user_id`` (``user_attributes``); a UserError when there is no users file."""
+    directory = Path(path)
+    fmt = resolve_format(directory, fmt)
+    users_file = directory / LAYOUTS[fmt]["users"]
+    if not users_file.is_file():
+        raise UserError(f"{directory} has no {users_file.name}: the user attributes come from it")
+    rows = _read_rows(users_file, fmt, "users")
+    _unique(rows, users_file, "user id")
+    return user_attributes(pd.DataFrame(rows, columns=USER_COLUMNS), fmt)
+
+
 # ---- conversion (pure) ----
+
+def age_group(age: int) -> str:
+    """The ML-1M bracket of an age in years: the label of the largest code in ``AGE_GROUPS`` at or below it."""
+    starts = list(AGE_GROUPS)
+    return AGE_GROUPS[starts[max(int(np.searchsorted(starts, age, side="right")) - 1, 0)]]
+
+
+def user_attributes(users: pd.DataFrame, fmt: str) -> pd.DataFrame:
+    """``load``'s users as the audit's groups: user_id ("ml{user}", the event log's), gender, age (an
+    ``AGE_GROUPS`` label) and occupation (a name in both layouts)."""
+    if fmt == "ml-1m":
+        ages = users["age"].map(AGE_GROUPS)
+        occupations = users["occupation"].astype(int).map(dict(enumerate(OCCUPATIONS_1M)))
+    else:
+        ages, occupations = users["age"].map(age_group), users["occupation"]
+    return pd.DataFrame({"user_id": "ml" + users["user"].astype(str), "gender": users["gender"],
+                         "age": ages, "occupation": occupations}).reset_index(drop=True)
+
 
 def assign_sessions(ratings: pd.DataFrame) -> pd.Series:
     """Per-user session number: a new session after a gap of more than 30 minutes."""

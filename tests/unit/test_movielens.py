@@ -7,7 +7,7 @@ import pytest
 
 from streamrec.errors import UserError
 from streamrec.events import parse_event
-from streams.movielens import convert, load, resolve_format, split_title
+from streams.movielens import age_group, convert, load, load_user_attributes, resolve_format, split_title
 from streams.world import typical_minutes
 
 T0 = 880_000_000  # 1997-11-20, epoch seconds
@@ -187,3 +187,45 @@ def test_users_file_is_optional(ml1m):
     ratings, _, users = load(ml1m)
     assert len(ratings) == len(RATINGS) and users.empty
     assert list(users.columns) == ["user", "gender", "age", "occupation", "zip"]
+
+
+@pytest.mark.parametrize("age, bracket", [
+    (7, "<18"), (17, "<18"), (18, "18-24"), (24, "18-24"), (25, "25-34"), (44, "35-44"), (45, "45-49"),
+    (49, "45-49"), (50, "50-55"), (55, "50-55"), (56, "56+"), (73, "56+"),
+])
+def test_ages_in_years_fall_in_ml1m_brackets(age, bracket):
+    assert age_group(age) == bracket
+
+
+def test_user_attributes_of_both_layouts_use_the_event_logs_ids(ml100k, ml1m):
+    small = load_user_attributes(ml100k).set_index("user_id")
+    assert small.loc["ml1"].tolist() == ["M", "18-24", "technician"]
+    assert small.loc["ml2"].tolist() == ["F", "50-55", "other"]
+    assert small.loc["ml3"].tolist() == ["F", "25-34", "writer"]
+    # ML-1M codes: age 1 is "Under 18", occupation 10 "K-12 student", 16 "self-employed", 15 "scientist".
+    large = load_user_attributes(ml1m, "ml-1m").set_index("user_id")
+    assert large.loc["ml1"].tolist() == ["F", "<18", "K-12 student"]
+    assert large.loc["ml2"].tolist() == ["M", "56+", "self-employed"]
+    assert large.loc["ml3"].tolist() == ["M", "25-34", "scientist"]
+    assert set(small.index) == set(large.index) == {"ml1", "ml2", "ml3"}
+
+
+@pytest.mark.parametrize("layout, file, bad, message", [
+    ("ml1m", "users.dat", "2::M::20::16::70072", "age code 20 is not one of 1, 18, 25, 35, 45, 50, 56"),
+    ("ml1m", "users.dat", "2::M::56::21::70072", r"occupation code 21 is outside 0..20"),
+    ("ml1m", "users.dat", "2::X::56::16::70072", "gender 'X' is not one of F, M"),
+    ("ml100k", "u.user", "2|0|F|other|94043", "age 0 is not an age in years"),
+])
+def test_corrupt_user_lines_name_file_and_line(layout, file, bad, message, request):
+    d = request.getfixturevalue(layout)
+    lines = (d / file).read_text(encoding="latin-1").splitlines()
+    lines[1] = bad
+    _write(d / file, lines)
+    with pytest.raises(UserError, match=rf"{file}:2: {message}"):
+        load_user_attributes(d)
+
+
+def test_user_attributes_need_the_users_file(ml100k):
+    (ml100k / "u.user").unlink()
+    with pytest.raises(UserError, match="has no u.user: the user attributes come from it"):
+        load_user_attributes(ml100k)
