@@ -9,7 +9,9 @@ build it with settings pointing at temporary dirs.
 Auth (``streamrec.auth``): ``/recommend`` needs a token that may read that user
 (``recommend:read`` bound to them, or ``recommend:any``), ``/metrics`` one with ``ops:read``.
 ``/healthz`` answers everyone ok/unhealthy, and its details only to ``ops:read``.
-The caller's identity is what the re-ranker's fair queue and rate limit go by.
+The caller's identity is what the re-ranker's fair queue and rate limit go by. With ``privacy.pseudonymize``
+the user id is checked against the token as given, then replaced by its pseudonym for everything past the edge
+(features, retrieval, the re-rank, the exposure log); the answer names the user as the caller did.
 Every answered list is logged as an exposure (``serving.experiments.exposure``) for the A/B report.
 """
 from __future__ import annotations
@@ -44,6 +46,7 @@ from streamrec.http_auth import HttpAuth, http_error
 from streamrec.http_errors import documented
 from streamrec.http_limits import MAX_QUERY_BYTES, QueryLimit, known_query_only
 from streamrec.ids import ID_PATTERN, MAX_ID_CHARS
+from streamrec.pseudonyms import pseudonymizer
 from streamrec.vocabulary import DEVICES, latest_at_hour
 
 log = logging.getLogger(__name__)
@@ -106,6 +109,7 @@ def create_app(settings: Settings, *, with_worker: bool = False, worker_group: s
     services = build_services(settings, with_worker=with_worker, worker_group=worker_group,
                               follow_catalog=follow_catalog)
     top_n = settings.serving.top_n
+    pseudonym = pseudonymizer(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -147,13 +151,14 @@ def create_app(settings: Settings, *, with_worker: bool = False, worker_group: s
             raise http_error(e) from None
         at_ms = None if hour is None else latest_at_hour(int(time.time() * 1000), hour, settings.features.timezone)
         # A plain def: FastAPI runs it on its thread pool, as the pipeline blocks on Feast and gRPC.
-        rec = services.pipeline.recommend(user_id, k, device, q or None, client=caller.client, at_ms=at_ms,
-                                          compare=compare)
+        rec = services.pipeline.recommend(pseudonym(user_id), k, device, q or None, client=caller.client,
+                                          at_ms=at_ms, compare=compare)
         services.metrics.observe_request(
             rec.timings_ms, "cold_start" if rec.cold_start else "personal", rec.fallbacks, rec.rerank.status,
             rec.features.age_s, rec.rerank.cache_age_s,
         )
         services.exposures.log(exposure_record(rec, int(time.time() * 1000)))
+        rec.user_id = user_id
         return rec
 
     @app.get("/healthz", response_model=Health, response_model_exclude_none=True,
@@ -183,7 +188,9 @@ def create_app(settings: Settings, *, with_worker: bool = False, worker_group: s
     def metrics() -> Response:
         return Response(services.metrics.render(), media_type=CONTENT_TYPE)
 
-    add_web_ui(app, settings, auth, lambda: services.pipeline.catalog.rows, services.pipeline.generator.user_ids)
+    # Pseudonyms are no names to pick from: with them the page's viewer types their own id.
+    add_web_ui(app, settings, auth, lambda: services.pipeline.catalog.rows,
+               () if settings.privacy.pseudonymize else services.pipeline.generator.user_ids)
 
     return app
 

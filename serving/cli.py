@@ -58,6 +58,25 @@ def _rerank_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _delete_user(args: argparse.Namespace, settings: Settings) -> int:
+    from serving.privacy import delete_user
+
+    f = delete_user(settings, args.user_id)
+    cached = ("the re-rank cache is in-process memory: its entries expire within 15 min" if
+              f.cached_reranks is None else f"{f.cached_reranks} cached re-rank(s)")
+    print(f"deleted {args.user_id!r} (stored as {f.user_id}): {f.online_rows} online row(s), {f.offline_rows} offline "
+          f"row(s), {cached}; recorded in {settings.kafka.deletions_topic} at {f.deleted_at_ms} (the stream job "
+          f"drops its state of the user and folds none of their events up to then, a replay included)")
+    return 0
+
+
+def _pseudonym(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.pseudonyms import pseudonymizer
+
+    print(pseudonymizer(settings)(args.user_id))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the recommend API (GET /recommend, /healthz, /metrics, /docs)")
     p.add_argument("--host", help="bind address (default: serving.host)")
@@ -76,3 +95,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--worker-group", help="the consumer group (default: serving.worker.DEFAULT_GROUP); processes "
                                           "in one group share the rows")
     p.set_defaults(func=_rerank_worker)
+
+    p = sub.add_parser("privacy", help="delete a user from every store; show a user's pseudonym")
+    privacy = p.add_subparsers(dest="privacy_command", required=True, metavar="{delete-user,pseudonym}")
+    q = privacy.add_parser("delete-user", help="remove the user's online and offline feature rows and cached "
+                                               "re-ranks, tombstone them on the features topic, and record the "
+                                               "deletion so that no replay brings the user back")
+    q.add_argument("user_id", help="the user's id as producers send it (pseudonymized here when "
+                                   "privacy.pseudonymize is on)")
+    q.set_defaults(func=_delete_user)
+    q = privacy.add_parser("pseudonym", help="the id the stores hold for a user (itself when privacy.pseudonymize "
+                                             "is off)")
+    q.add_argument("user_id")
+    q.set_defaults(func=_pseudonym)

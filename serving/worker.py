@@ -143,12 +143,17 @@ class RefreshWorker:
                 self.state = "consuming"
             for records in batch.values():
                 for record in records:
-                    self.add(record.value)
+                    self.add(record.value, record.key)
             self.drain(time.monotonic() + POLL_BUDGET_S)
 
-    def add(self, value: bytes) -> None:
+    def add(self, value: bytes | None, key: bytes | None = None) -> None:
         """Queue a feature row from the topic: a user's newer row replaces the waiting one (a user's rows are in
-        one partition, in order) and keeps its place in the queue."""
+        one partition, in order) and keeps its place in the queue. A tombstone (no value: the user was deleted)
+        drops the user's waiting row."""
+        if value is None and key is not None:
+            self._waiting.pop(key.decode("utf-8", "replace"), None)
+            self.metrics.worker_skips.labels("deleted").inc()
+            return
         row = _parse(value)
         if row is None:
             self.metrics.worker_skips.labels("invalid").inc()
@@ -205,8 +210,10 @@ class RefreshWorker:
         return f"skipped_{reason}"
 
 
-def _parse(value: bytes) -> dict | None:
+def _parse(value: bytes | None) -> dict | None:
     """A feature row from the topic, or None when it is not one (no user or last event time)."""
+    if value is None:
+        return None
     try:
         row = json.loads(value)
     except (TypeError, ValueError):

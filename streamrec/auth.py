@@ -15,8 +15,6 @@ one data dir shares. Auth is on unless ``auth.enabled`` is set false: never off 
 """
 from __future__ import annotations
 
-import os
-import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ import jwt
 from streamrec.config import Settings
 from streamrec.errors import UserError
 from streamrec.ids import id_problem
+from streamrec.key_files import configured_or_file
 
 SCOPES = {
     "events:write": "publish events (POST /events)",
@@ -91,27 +90,7 @@ def secret_path(settings: Settings) -> Path:
 
 def load_secret(settings: Settings) -> bytes:
     """The signing secret: ``auth.secret``, else the data dir's key file, made on first use."""
-    if settings.auth.secret:
-        secret = settings.auth.secret.encode("utf-8")
-        if len(secret) < MIN_SECRET_BYTES:
-            raise UserError(f"auth.secret is {len(secret)} bytes; use at least {MIN_SECRET_BYTES} random ones")
-        return secret
-    path = secret_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        # O_EXCL: of two processes starting at once, one writes the key and both then read it.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(MIN_SECRET_BYTES) + "\n")
-    for _ in range(50):  # the writer may not have written yet
-        secret = path.read_text(encoding="utf-8").strip().encode("utf-8")
-        if secret:
-            return secret
-        time.sleep(0.01)
-    raise UserError(f"{path} is empty: delete it to make a new secret (every token signed by the old one stops working)")
+    return configured_or_file(settings.auth.secret, "auth.secret", secret_path(settings), MIN_SECRET_BYTES)
 
 
 def mint(secret: bytes, scopes: list[str] | tuple[str, ...], *, user: str | None = None, name: str = "cli",

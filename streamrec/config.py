@@ -71,6 +71,9 @@ class KafkaConfig:
     # Every list the API serves (experiment, variant, items, positions, propensities), keyed by user: the
     # A/B report's and the off-policy estimates' input.
     exposures_topic: str = "streamrec.exposures"
+    # Users deleted (`streamrec privacy delete-user`), keyed by user, kept for good: what every reader, now or
+    # replaying later, folds none of.
+    deletions_topic: str = "streamrec.deletions"
     partitions: PositiveInt = 4
     replication_factor: PositiveInt = 1
     # Some brokers (Tansu, the embedded one before) make a group join wait about half the session
@@ -174,6 +177,16 @@ class ServingConfig:
     rerank_cache: RerankCache = "auto"
 
 
+@dataclass(config=_CHECKS)
+class PrivacyConfig:
+    # User ids become keyed hashes at the edge (the SDK, CLI and HTTP producers, the recommend API), so Kafka,
+    # Feast, the offline log, the re-rank's prompts and the models hold pseudonyms only (streamrec.pseudonyms).
+    pseudonymize: bool = False
+    # The hash key: this secret when set (clusters pass it as STREAMREC_PRIVACY__KEY), else a random one made on
+    # first use at <data_dir>/secrets/pseudonym.key. A new key makes every user a new one.
+    key: str = ""
+
+
 Exploration = Literal["none", "epsilon_greedy"]
 
 
@@ -238,6 +251,7 @@ class Settings:
     llm: LLMConfig = field(default_factory=LLMConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     experiments: ExperimentConfig = field(default_factory=ExperimentConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     @property
     def data_path(self) -> Path:

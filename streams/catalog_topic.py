@@ -17,13 +17,12 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kafka import KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
+from kafka import KafkaProducer
 
 from streamrec.catalog import RefusedChange, change_record, parse_change
 from streamrec.config import Settings
 from streamrec.errors import UserError
-from streams.kafka_util import assigned_consumer, ensure_topics, partitions_of
+from streams.kafka_util import TopicFollower, ensure_topics
 from streams.producer import DLQ_VALUE_LIMIT, DeliveryError, open_kafka_producer
 
 log = logging.getLogger(__name__)
@@ -114,34 +113,23 @@ class CatalogFollower:
 
     def __init__(self, settings: Settings):
         cfg = settings.kafka
-        self.topic = cfg.catalog_topic
         ensure_topics(cfg, [cfg.catalog_topic, cfg.catalog_dlq_topic])
-        self._consumer = assigned_consumer(cfg)
-        self._tps = [TopicPartition(self.topic, p) for p in partitions_of(self._consumer, self.topic)]
-        self._consumer.assign(self._tps)
-        self._consumer.seek_to_beginning(*self._tps)
+        self._follower = TopicFollower(cfg, cfg.catalog_topic)
+        self.topic = cfg.catalog_topic
 
     def poll(self, timeout_s: float = 0.0) -> tuple[list[Change], list[BadChange]]:
-        """What arrived since the last call: waits up to ``timeout_s`` for a first record, then takes what
-        follows until a poll comes back empty."""
+        """What arrived since the last call (``TopicFollower.poll``)."""
         changes: list[Change] = []
         bad: list[BadChange] = []
-        batch = self._consumer.poll(timeout_ms=int(timeout_s * 1000))
-        while batch:
-            for records in batch.values():
-                for rec in records:
-                    source = f"{rec.topic}/{rec.partition}/{rec.offset}"
-                    try:
-                        op, item = parse_change(rec.value)
-                    except RefusedChange as e:
-                        bad.append(BadChange(rec.value or b"", e, source))
-                        continue
-                    changes.append(Change(op, item, source))
-            batch = self._consumer.poll(timeout_ms=50)
+        for rec in self._follower.poll(timeout_s):
+            source = f"{rec.topic}/{rec.partition}/{rec.offset}"
+            try:
+                op, item = parse_change(rec.value)
+            except RefusedChange as e:
+                bad.append(BadChange(rec.value or b"", e, source))
+                continue
+            changes.append(Change(op, item, source))
         return changes, bad
 
     def close(self) -> None:
-        try:
-            self._consumer.close()
-        except KafkaError:  # closing a consumer whose broker is gone: nothing left to release
-            pass
+        self._follower.close()

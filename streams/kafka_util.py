@@ -94,7 +94,7 @@ def admin_client(cfg: KafkaConfig, timeout_s: float = 10.0) -> KafkaAdminClient:
 def ensure_topics(cfg: KafkaConfig, topics: list[str] | None = None) -> list[str]:
     """Create the pipeline's topics if missing; returns the names created."""
     topics = topics or [cfg.events_topic, cfg.dlq_topic, cfg.features_topic, cfg.catalog_topic, cfg.catalog_dlq_topic,
-                        cfg.exposures_topic]
+                        cfg.exposures_topic, cfg.deletions_topic]
     admin = admin_client(cfg)
     try:
         existing = set(admin.list_topics())
@@ -208,3 +208,32 @@ def read_topic(cfg: KafkaConfig, topic: str, timeout_s: float = 30.0) -> Iterato
                             yield rec
     finally:
         consumer.close()
+
+
+class TopicFollower:
+    """A topic read from its beginning without a consumer group, so every reader (each API replica, the stream
+    job) sees every record in the same order; ``poll`` gives the records since the last call."""
+
+    def __init__(self, cfg: KafkaConfig, topic: str):
+        self.topic = topic
+        self._consumer = assigned_consumer(cfg)
+        self._tps = [TopicPartition(topic, p) for p in partitions_of(self._consumer, topic)]
+        self._consumer.assign(self._tps)
+        self._consumer.seek_to_beginning(*self._tps)
+
+    def poll(self, timeout_s: float = 0.0) -> list:
+        """Waits up to ``timeout_s`` for a first record, then takes what follows until a poll comes back empty."""
+        out = []
+        batch = self._consumer.poll(timeout_ms=int(timeout_s * 1000))
+        while batch:
+            for records in batch.values():
+                out.extend(records)
+            batch = self._consumer.poll(timeout_ms=50)
+        return out
+
+    def close(self) -> None:
+        try:
+            self._consumer.close()
+        except KafkaError:  # closing a consumer whose broker is gone: nothing left to release
+            pass
+

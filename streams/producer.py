@@ -6,12 +6,14 @@ original bytes and headers ``reason``, ``detail`` and ``source``.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections import Counter
 from collections.abc import Mapping
 from typing import NamedTuple
 
+import msgspec
 from kafka import KafkaProducer
 from kafka.errors import KafkaConfigurationError, KafkaTimeoutError, UnsupportedVersionError
 from kafka.partitioner.default import DefaultPartitioner, murmur2
@@ -20,6 +22,7 @@ from kafka.producer.future import FutureRecordMetadata
 from streamrec.config import KafkaConfig, Settings
 from streamrec.errors import UserError
 from streamrec.events import Event, InvalidEvent, as_bytes, parse_event
+from streamrec.pseudonyms import pseudonymizer
 from streams.kafka_util import client_options, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -112,9 +115,12 @@ class EventProducer:
     """Validate and publish events; ``accepted``/``rejected`` count them, ``reasons`` counts rejections by code.
 
     ``source`` names the sender in DLQ headers; ``producer_overrides`` go to kafka-python as they are.
+    ``at_edge``: events come from outside, so their user ids become pseudonyms here when ``privacy.pseudonymize``
+    is on (``streamrec.pseudonyms``), in what is published and in what goes to the DLQ; the stream job's own
+    dead letters already carry them.
     """
 
-    def __init__(self, settings: Settings, *, source: str = "sdk", **producer_overrides):
+    def __init__(self, settings: Settings, *, source: str = "sdk", at_edge: bool = True, **producer_overrides):
         cfg = settings.kafka
         # The producer first: with no broker it gives up within kafka.request_timeout_ms, the admin client after 30 s.
         self._producer = open_kafka_producer(cfg, **producer_overrides)
@@ -128,6 +134,7 @@ class EventProducer:
         self._max_bytes = settings.ingest.max_event_bytes
         self._max_skew_s = settings.ingest.max_future_skew_seconds
         self._source = source.encode("utf-8", "backslashreplace")
+        self._pseudonym = pseudonymizer(settings) if at_edge and settings.privacy.pseudonymize else None
         self.accepted = 0
         self.rejected = 0
         self.reasons: Counter = Counter()
@@ -135,8 +142,8 @@ class EventProducer:
         self._on_failure = self._failures.append  # bound once: it is attached to every record
 
     def validate(self, raw: bytes | str | Mapping) -> Event:
-        """``parse_event`` with the configured limits (``ingest.*``); raises ``InvalidEvent``."""
-        return parse_event(raw, max_bytes=self._max_bytes, max_future_skew_s=self._max_skew_s)
+        """``parse_event`` with the configured limits (``ingest.*``), its user pseudonymized; raises ``InvalidEvent``."""
+        return self._hide(parse_event(raw, max_bytes=self._max_bytes, max_future_skew_s=self._max_skew_s))
 
     def send(self, raw: bytes | str | Mapping, *, where: str | None = None) -> Outcome:
         """Validate ``raw`` and publish it (or its rejection); ``where`` (e.g. "line 12") prefixes the DLQ detail."""
@@ -145,10 +152,10 @@ class EventProducer:
             event = parse_event(raw, max_bytes=self._max_bytes, max_future_skew_s=self._max_skew_s)
         except InvalidEvent as e:
             return self.reject(raw, e, where=where)
-        return self.publish(event)
+        return self.publish(self._hide(event))
 
     def publish(self, event: Event) -> Outcome:
-        """Publish an already validated event, canonically, keyed by its user."""
+        """Publish an event ``validate`` gave, canonically, keyed by its user."""
         future = self._send(self._topic, event.to_json_bytes(), key=event.user_id.encode())
         self.accepted += 1
         return Outcome(True, event, None, None, future)
@@ -160,6 +167,8 @@ class EventProducer:
             value = as_bytes(raw)
         except InvalidEvent:
             value = repr(raw).encode("utf-8", "backslashreplace")  # not representable as JSON: keep what Python saw
+        if self._pseudonym is not None:
+            value = self._hide_raw(value)
         headers = [
             ("reason", error.reason.encode("utf-8")),
             ("detail", detail.encode("utf-8", "backslashreplace")),
@@ -172,6 +181,24 @@ class EventProducer:
         self.rejected += 1
         self.reasons[error.reason] += 1
         return Outcome(False, None, error.reason, detail, future)
+
+    def _hide(self, event: Event) -> Event:
+        if self._pseudonym is None:
+            return event
+        return msgspec.structs.replace(event, user_id=self._pseudonym(event.user_id))
+
+    def _hide_raw(self, value: bytes) -> bytes:
+        """A refused event's bytes with a readable ``user_id`` pseudonymized; what is not a JSON object with one
+        goes as it came (it names no user the pipeline could know)."""
+        try:
+            obj = json.loads(value)
+        except (ValueError, RecursionError):
+            return value
+        if not isinstance(obj, dict) or not isinstance(obj.get("user_id"), str):
+            return value
+        assert self._pseudonym is not None
+        obj["user_id"] = self._pseudonym(obj["user_id"])
+        return json.dumps(obj, separators=(",", ":")).encode()
 
     def _send(self, topic: str, value: bytes, **kwargs) -> FutureRecordMetadata:
         if self._failures:

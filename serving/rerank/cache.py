@@ -36,13 +36,15 @@ SOCKET_TIMEOUT_S = 0.25
 # After a failure Redis is not asked again for this long (every get a miss, every put dropped, counted):
 # a blackholed address would otherwise cost each request the socket timeout, and log a line each.
 OUTAGE_BACKOFF_S = 1.0
+OWNER = "owner"  # <namespace>:owner:<user id>: the set of that user's entries
 
 
 class Cache(Protocol[V]):
     def get(self, key: Hashable) -> tuple[V, float] | None:
         """The value and its age in seconds, or None when absent, expired or unreadable."""
 
-    def put(self, key: Hashable, value: V) -> None: ...
+    def put(self, key: Hashable, value: V, owner: str | None = None) -> None:
+        """``owner``: the user the entry is about, if any (``forget_owner`` removes their entries)."""
 
     def state(self) -> dict:
         """For health checks: ``{"backend": ..., "state": "ok" | "error", ...}``."""
@@ -80,7 +82,8 @@ class TTLCache(Generic[V]):
             self._entries.move_to_end(key)
             return value, age
 
-    def put(self, key: Hashable, value: V) -> None:
+    def put(self, key: Hashable, value: V, owner: str | None = None) -> None:
+        # The owner is not kept: no other process can reach this cache to forget a user (its TTL does).
         with self._lock:
             self._entries[key] = (self._clock(), value)
             self._entries.move_to_end(key)
@@ -109,6 +112,16 @@ def redis_client(settings: Settings) -> redis.Redis:
     return redis.Redis(host=node.get("host") or "127.0.0.1", port=int(node.get("port") or settings.feast.redis_port),
                        socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S,
                        retry=Retry(NoBackoff(), 1), **options)
+
+
+def forget_owner(client: redis.Redis, prefix: str, owner: str) -> int:
+    """Delete every entry about ``owner`` in the namespaces under ``prefix``; returns how many there were."""
+    removed = 0
+    for index in client.scan_iter(match=f"{prefix}:*:{OWNER}:{owner}"):
+        entries = client.smembers(index)
+        removed += int(client.delete(*entries)) if entries else 0
+        client.delete(index)
+    return removed
 
 
 def redis_key(namespace: str, key: Hashable) -> str:
@@ -155,14 +168,21 @@ class RedisCache(Generic[V]):
             return None
         return value, max(self._clock() - stored, 0.0)  # clocks of two hosts may disagree slightly
 
-    def put(self, key: Hashable, value: V) -> None:
+    def put(self, key: Hashable, value: V, owner: str | None = None) -> None:
         import redis
 
         if self._backing_off("put"):
             return
         data = json.dumps({"at": self._clock(), "value": self._encode(value)}, separators=(",", ":"))
+        entry = redis_key(self.namespace, key)
         try:
-            self.client.set(redis_key(self.namespace, key), data, px=self.ttl_ms)
+            with self.client.pipeline(transaction=False) as p:
+                p.set(entry, data, px=self.ttl_ms)
+                if owner is not None:  # the owner's index of entries, living as long as the newest of them
+                    index = f"{self.namespace}:{OWNER}:{owner}"
+                    p.sadd(index, entry)
+                    p.pexpire(index, self.ttl_ms)
+                p.execute()
         except redis.RedisError as e:
             self._failed("put", e)
             return

@@ -256,6 +256,10 @@ class Reranker:
             return "intent", intent_key(context, q)
         return user_id, context_signature(context), (request_text(q) or "").casefold(), candidate_set_hash(candidates)
 
+    def _owner(self, key: tuple) -> str | None:
+        """The user a decision is about: listwise keys begin with them; an intent is everyone's (``_key``)."""
+        return key[0] if self.mode == "listwise" else None
+
     def _submit(self, user_id: str, client: str | None, key: tuple, candidates: list[Candidate],
                 context: LiveContext, q: str | None, *, limited: bool = True) -> Future | str:
         """The call in flight for ``key``, started if there is none; else the status refusing it."""
@@ -299,7 +303,7 @@ class Reranker:
             self.metrics.record_call(e.reason, completion)
             return self._settle(key, e.reason)
         self.metrics.record_call("ok", completion)
-        self._cache.put(key, proposal)
+        self._cache.put(key, proposal, self._owner(key))
         return _Outcome("applied", proposal)
 
     def _ask_scored(self, key: tuple, context: LiveContext, q: str | None) -> _Outcome:
@@ -342,7 +346,7 @@ class Reranker:
 
     def _settle(self, key: tuple, status: str) -> _Outcome:
         if status in SETTLED:
-            self._cache.put(key, status)
+            self._cache.put(key, status, self._owner(key))
         return _Outcome(status)
 
     def _from_cache(self, hit: tuple[Proposal, float], candidates: list[Candidate], context: LiveContext,

@@ -56,3 +56,12 @@ def test_beyond_the_cap_the_longest_waiting_are_dropped(monkeypatch):
         w.add(row(f"u{n}", n))
     w.drain(time.monotonic() + 5)
     assert [u for u, _ in w.handled] == ["u2", "u3", "u4"] and skips(w, "dropped") == 2
+
+
+def test_a_tombstone_drops_the_deleted_users_waiting_row():
+    w = Recording()
+    w.add(row("a", 1))
+    w.add(row("b", 1))
+    w.add(None, b"a")  # `streamrec privacy delete-user a`
+    w.drain(time.monotonic() + 5)
+    assert w.handled == [("b", 1)] and skips(w, "deleted") == 1
