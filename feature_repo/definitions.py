@@ -55,6 +55,9 @@ SESSION_FIELDS: list[Field] = (
         Field(name="last_items", dtype=Array(String)),
         Field(name="last_event_ts_ms", dtype=Int64),
         Field(name="prev_gap_s", dtype=Float32),
+        # The live retrieval vector (features.user_vector) and the version of the item factors it was folded on.
+        Field(name="user_vector", dtype=Array(Float32)),
+        Field(name="user_vector_model", dtype=String),
     ]
 )
 

@@ -6,7 +6,8 @@ point-in-time join finds the state right before any event. The rows go where the
 go (``FeatureStoreClient.log_offline``) under the batch id ``backfill-<hash of the log>``.
 The log holds one backfill at a time: re-running replaces its files, and backfilling another
 log removes the previous one's, whose users and times would otherwise mix into the joins.
-Rows a stream job logged for the same events are identical, so a join reads the same values.
+Rows a stream job logged for the same events are identical, so a join reads the same values; the live user
+vectors are folded against the item factors trained so far (``features.user_vector``), as the stream's are.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import hashlib
 from pathlib import Path
 
 from features.offline import feature_history, read_event_log
+from features.user_vector import FactorsFile, FoldIn, item_factors_path
 from streamrec.catalog import load_items
 from streamrec.config import Settings
 from streamrec.errors import UserError
@@ -39,7 +41,9 @@ def backfill_session_log(settings: Settings, events_path: str | Path, items_path
     from features.store import FeatureStoreClient
     from features.tables import arrow_schema, to_table
 
-    history = feature_history(read_event_log(events_path), load_items(items_path), settings.features)
+    factors = FactorsFile(item_factors_path(settings)).current() if settings.features.live_user_vectors else None
+    history = feature_history(read_event_log(events_path), load_items(items_path), settings.features,
+                              FoldIn.of(factors, settings.features) if factors is not None else None)
     if history.empty:
         raise UserError(f"{events_path} holds no events to backfill")
     client = FeatureStoreClient(settings)

@@ -16,6 +16,7 @@ import msgspec
 import pandas as pd
 
 from features.user_state import FEATURE_COLUMNS, UserState, event_order, feature_columns, fold_users
+from features.user_vector import FoldIn
 from streamrec.config import FeatureConfig
 from streamrec.errors import UserError
 from streamrec.events import InvalidEvent, parse_event
@@ -83,16 +84,19 @@ def _folded(pairs: list[tuple[str, UserState, list[dict]]], cfg: FeatureConfig) 
 
 
 def compute_features(
-    events: Iterable[Mapping] | pd.DataFrame, items: Mapping[str, Mapping], cfg: FeatureConfig
+    events: Iterable[Mapping] | pd.DataFrame, items: Mapping[str, Mapping], cfg: FeatureConfig,
+    fold_in: FoldIn | None = None,
 ) -> pd.DataFrame:
-    """One row per user (sorted by user_id): the feature row of the user's final state."""
+    """One row per user (sorted by user_id): the feature row of the user's final state (with its live user
+    vector against ``fold_in``'s item factors, when given)."""
     pairs = [(user_id, UserState(), user_events) for user_id, user_events in sorted(_events_by_user(events, items).items())]
     _folded(pairs, cfg)
-    return _frame(feature_columns([(user_id, state) for user_id, state, _ in pairs]) if pairs else None)
+    return _frame(feature_columns([(user_id, state) for user_id, state, _ in pairs], fold_in) if pairs else None)
 
 
 def feature_history(
-    events: Iterable[Mapping] | pd.DataFrame, items: Mapping[str, Mapping], cfg: FeatureConfig
+    events: Iterable[Mapping] | pd.DataFrame, items: Mapping[str, Mapping], cfg: FeatureConfig,
+    fold_in: FoldIn | None = None,
 ) -> pd.DataFrame:
     """One row per user and event time: the user's feature row right after the last event at that time, by user
     then time.
@@ -109,7 +113,7 @@ def feature_history(
         step = [(user_id, states[user_id], [user_events[k]]) for user_id, user_events in by_user.items() if k < len(user_events)]
         _folded(step, cfg)
         # feature_columns copies what it reads, so the next steps' folds leave these rows as they are.
-        for name, values in feature_columns([(user_id, state) for user_id, state, _ in step]).items():
+        for name, values in feature_columns([(user_id, state) for user_id, state, _ in step], fold_in).items():
             rows[name] += values
     # Stable: each user's rows stay in event order.
     history = _frame(rows).sort_values("user_id", kind="stable", ignore_index=True)

@@ -39,6 +39,8 @@ _INT64 = 0x20  # Value.int64_val = 4, varint
 _STRING = b"\x12"  # Value.string_val = 2, length-delimited
 _STRING_LIST = b"b"  # Value.string_list_val = 12, length-delimited
 _ITEM = b"\n"  # StringList.val = 1, length-delimited
+_FLOAT_LIST = b"\x82\x01"  # Value.float_list_val = 16, length-delimited
+_PACKED = b"\n"  # FloatList.val = 1, packed fixed32s
 _SECONDS, _NANOS = 0x08, 0x10  # Timestamp.seconds = 1, Timestamp.nanos = 2, varints
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _SHIFTS = np.arange(0, 70, 7, dtype=np.uint64)  # the ten 7-bit groups of a 64-bit varint
@@ -140,9 +142,21 @@ def _string_lists(values: Sequence) -> list[bytes]:
     return out
 
 
+def _float_lists(values: Sequence) -> list[bytes]:
+    out = []
+    for floats in values:
+        if _is_null(floats):
+            out.append(b"")
+            continue
+        packed = np.asarray(floats, dtype="<f4").tobytes()
+        body = _PACKED + _varint(len(packed)) + packed if len(packed) else b""  # proto3 omits an empty list
+        out.append(_FLOAT_LIST + _varint(len(body)) + body)
+    return out
+
+
 def encode_column(dtype, values: Sequence) -> list[bytes]:
     """Each value as the bytes ``ValueProto(<field>=value).SerializeToString()`` gives, for a Feast dtype
-    (Float32, Int64, String, Array(String)); None -> b"" (an empty Value, as Feast writes a null)."""
+    (Float32, Int64, String, Array(String), Array(Float32)); None -> b"" (an empty Value, as Feast writes a null)."""
     if dtype == Float32:
         return _floats(values)
     if dtype == Int64:
@@ -151,6 +165,8 @@ def encode_column(dtype, values: Sequence) -> list[bytes]:
         return _strings(values)
     if isinstance(dtype, Array) and dtype.base_type == String:
         return _string_lists(values)
+    if isinstance(dtype, Array) and dtype.base_type == Float32:
+        return _float_lists(values)
     raise TypeError(f"no encoding for feature type {dtype}")
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from features.offline import item_fields
 from features.user_state import UserState, feature_columns, fold_users
+from features.user_vector import FoldIn
 from streamrec.config import FeatureConfig
 from streamrec.events import InvalidEvent, parse_event
 
@@ -120,10 +121,11 @@ def screen(pending: Sequence[_Pending], seen: set[str], max_ms: int | None, late
 
 def fold_batch(
     parsed: Parsed, stored: Mapping[str, bytes | None], seen: Mapping[str, set[str]], catalog: Mapping[str, Mapping],
-    cfg: FeatureConfig, lateness_ms: int,
+    cfg: FeatureConfig, lateness_ms: int, fold_in: FoldIn | None = None,
 ) -> Folded:
     """Screen and fold every user of a parsed batch, starting from ``stored`` (user -> record or None);
-    ``seen``: per user, which of the batch's event ids were folded by earlier batches."""
+    ``seen``: per user, which of the batch's event ids were folded by earlier batches; ``fold_in``: the item
+    factors the updated users' live vectors are folded against (None: rows without one)."""
     dead = list(parsed.invalid)
     duplicates = 0
     horizons: dict[str, int] = {}
@@ -157,7 +159,7 @@ def fold_batch(
         folded_ids += [(user_id, p.event["event_id"], p.event["ts_ms"]) for p in accepted]
     return Folded(
         records={user_id: state.to_json() for user_id, state in done}, folded_ids=folded_ids, horizons=horizons,
-        columns=feature_columns(done) if done else None,
+        columns=feature_columns(done, fold_in) if done else None,
         dead=dead, duplicates=duplicates,
         event_ms=np.array(event_ms, dtype=np.int64), kafka_ms=np.array(kafka_ms, dtype=np.int64),
     )

@@ -2,6 +2,7 @@
 
     catalog changes (streams.catalog_topic) -> the fold's catalog, Feast's item view
     toArrow (Spark runs the batch: Kafka read)  -> parse + screen + fold (features.stream_batch)
+         + live user vectors against the trained item factors (features.user_vector)
       -> online write (one pipelined round trip) -> state store -> offline log -> features topic, DLQ
 
 Exactly once for features: Spark replays an unfinished batch with the same id and records;
@@ -41,6 +42,7 @@ from features.store import FeatureStoreClient
 from features.stream_batch import DeadLetter, Folded, fold_batch, latest_only, parse_records
 from features.stream_metrics import StreamMetrics
 from features.stream_state import StateStore
+from features.user_vector import FactorsFile, FoldIn, item_factors_path
 from streamrec.catalog import apply_changes, load_items
 from streamrec.config import Settings
 from streamrec.events import InvalidEvent
@@ -104,6 +106,8 @@ class StreamSink:
         self.epoch = epoch  # > 0 after --reset-offsets: batch ids start again at 0, offline files must not collide
         self.kill_switch = kill_switch
         self.catalog = load_items(catalog)
+        # The trained item factors, read again when training replaces them; none: rows without a live vector.
+        self.factors = FactorsFile(item_factors_path(settings)) if settings.features.live_user_vectors else None
         self.lateness_ms = lateness_ms
         self.stats_path = stats_path
         self.metrics = metrics or StreamMetrics()
@@ -144,7 +148,9 @@ class StreamSink:
             before = self.state.load(parsed.by_user, batch_id)
             seen = self.state.seen(((u, p.event["event_id"]) for u, ps in parsed.by_user.items() for p in ps), batch_id)
             lap("state_read")
-            folded = fold_batch(parsed, before, seen, self.catalog, cfg, self.lateness_ms)
+            factors = self.factors.current() if self.factors is not None else None
+            folded = fold_batch(parsed, before, seen, self.catalog, cfg, self.lateness_ms,
+                                FoldIn.of(factors, cfg) if factors is not None else None)
         lap("fold")
         if folded.columns:
             self.store.write_session_online(folded.columns)

@@ -17,7 +17,9 @@ state give a bit-identical one, which is what a replayed micro-batch needs). A l
 - ``prev_gap_s``: exact (it only needs the two latest times);
 - current session: joins it if no more than the session gap before its start (moving
   the start back); older events belong to a forgotten session and are ignored;
-- session id, device and local time: those of the latest event, so unchanged.
+- session id, device and local time: those of the latest event, so unchanged;
+- ``recent`` (the live user vector's input, ``features.user_vector``): exact, the RECENT_INTERACTIONS events
+  with the latest (event time, item_id, weight), which does not depend on arrival order either.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import numpy as np
 
 from features.decay import decay_factor, fold_decayed
 from features.sessions import Session
+from features.user_vector import RECENT_INTERACTIONS, FoldIn
 from streamrec.config import FeatureConfig
 from streamrec.vocabulary import GENRE_INDEX, GENRE_SLUGS, GENRES, daypart, is_weekend, local_time
 
@@ -56,6 +59,9 @@ FEATURE_COLUMNS: dict[str, type] = {
     "last_items": list[str],
     "last_event_ts_ms": int,
     "prev_gap_s": float,
+    # The live retrieval vector (None without trained item factors or a known item) and the factors' version.
+    "user_vector": list[float],
+    "user_vector_model": str,
 }
 
 _STATE_VERSION = 2
@@ -69,8 +75,9 @@ def watch_fraction(watch_seconds: float, duration_minutes: float | None) -> floa
     return min(watch_seconds / 3600.0, 1.0)
 
 
-def _add_delta(out: np.ndarray, event: Mapping, click_weight: float) -> None:
-    """Add what one event adds to the decayed sums, before decay, into ``out`` (length _DECAYED_SIZE).
+def _add_delta(out: np.ndarray, event: Mapping, click_weight: float) -> float:
+    """Add what one event adds to the decayed sums, before decay, into ``out`` (length _DECAYED_SIZE);
+    returns the event's weight (the watched fraction, or ``click_weight`` for a click).
 
     The weight is split equally over the item's genres; names outside GENRES
     (e.g. MovieLens' "unknown") carry none.
@@ -92,6 +99,7 @@ def _add_delta(out: np.ndarray, event: Mapping, click_weight: float) -> None:
     genres = {GENRE_INDEX[g] for g in (() if names is None else names) if g in GENRE_INDEX}
     for g in genres:  # scalar stores: fancy indexing costs more on 1-3 genres
         out[g] += weight / len(genres)
+    return weight
 
 
 def event_delta(event: Mapping, click_weight: float) -> np.ndarray:
@@ -120,6 +128,7 @@ class _Stored(msgspec.Struct, array_like=True):
     device: str | None
     hour: int | None
     weekend: bool | None
+    recent: list[list] = []  # absent in states stored before live user vectors
 
 
 _encode_state = msgspec.json.Encoder().encode
@@ -129,7 +138,7 @@ _decode_state = msgspec.json.Decoder(_Stored).decode
 class UserState:
     __slots__ = (
         "decayed", "events_total", "last_items", "session", "session_id",
-        "last_device", "last_ts_ms", "prev_ts_ms", "local_hour", "weekend",
+        "last_device", "last_ts_ms", "prev_ts_ms", "local_hour", "weekend", "recent",
     )
 
     def __init__(self) -> None:
@@ -144,6 +153,7 @@ class UserState:
         # Local time of the latest event, kept so feature_row needs no config.
         self.local_hour: int | None = None
         self.weekend: bool | None = None
+        self.recent: list[list] = []  # [ts_ms, item_id, weight] of the latest events, latest first
 
     def apply(self, events: Iterable[Mapping], cfg: FeatureConfig) -> None:
         """Fold one user's events (dicts of the event contract plus the item's ``genres`` and ``duration_minutes``)."""
@@ -153,9 +163,11 @@ class UserState:
             if error is not None:
                 raise ValueError(error)
 
-    def _fold_scalars(self, ordered: Sequence[Mapping], gap_ms: float, n_items: int) -> None:
+    def _fold_scalars(self, ordered: Sequence[Mapping], weights: Sequence[float], gap_ms: float, n_items: int) -> None:
         """The order-dependent part of the fold, events in fold order (decayed sums are done in bulk)."""
         session, last, prev = self.session, self.last_ts_ms, self.prev_ts_ms
+        recent = self.recent + [[int(e["ts_ms"]), str(e["item_id"]), w] for e, w in zip(ordered, weights)]
+        self.recent = sorted(recent, reverse=True)[:RECENT_INTERACTIONS]
         for event in ordered:
             ts = int(event["ts_ms"])
             self._remember_item(str(event["item_id"]), ts, n_items)
@@ -193,7 +205,7 @@ class UserState:
         session = None if self.session is None else (self.session.start_ms, self.session.count)
         return _encode_state(_Stored(
             _STATE_VERSION, self.last_ts_ms, self.prev_ts_ms, self.decayed.tolist(), self.events_total,
-            self.last_items, session, self.session_id, self.last_device, self.local_hour, self.weekend,
+            self.last_items, session, self.session_id, self.last_device, self.local_hour, self.weekend, self.recent,
         ))
 
     @classmethod
@@ -213,6 +225,7 @@ class UserState:
             state.session = Session(start_ms, stored.ts, count)
         state.session_id, state.last_device = stored.session_id, stored.device
         state.local_hour, state.weekend = stored.hour, stored.weekend
+        state.recent = stored.recent
         return state
 
 
@@ -231,13 +244,16 @@ def _checked_folded(user_id: str, state: UserState) -> _Folded:
     return _Folded(state.last_ts_ms, state.session, state.local_hour, state.weekend)
 
 
-def feature_columns(users: Sequence[tuple[str, UserState]]) -> dict[str, list]:
-    """The feature rows of many users as columns (FEATURE_COLUMNS, in order): cheaper than rows for a batch."""
+def feature_columns(users: Sequence[tuple[str, UserState]], fold_in: FoldIn | None = None) -> dict[str, list]:
+    """The feature rows of many users as columns (FEATURE_COLUMNS, in order): cheaper than rows for a batch.
+    ``fold_in``: the trained item factors the live user vectors are folded against (None: no vectors)."""
     folded = [_checked_folded(user_id, state) for user_id, state in users]
     states = [state for _, state in users]
     last = [f.last_ts_ms for f in folded]
     hours = [f.local_hour for f in folded]
     decayed = np.array([s.decayed for s in states]).reshape(len(states), _DECAYED_SIZE).T.tolist()
+    vectors = [None] * len(states) if fold_in is None else fold_in.vectors([s.recent for s in states], last)
+    model = None if fold_in is None else fold_in.factors.version
     return {
         "user_id": [user_id for user_id, _ in users],
         "event_timestamp": [_EPOCH + timedelta(milliseconds=ms) for ms in last],
@@ -253,6 +269,8 @@ def feature_columns(users: Sequence[tuple[str, UserState]]) -> dict[str, list]:
         "last_items": [[item_id for item_id, _ in s.last_items] for s in states],
         "last_event_ts_ms": last,
         "prev_gap_s": [0.0 if s.prev_ts_ms is None else (ms - s.prev_ts_ms) / 1000.0 for s, ms in zip(states, last)],
+        "user_vector": vectors,
+        "user_vector_model": [model if v is not None else None for v in vectors],
     }
 
 
@@ -272,11 +290,12 @@ def fold_users(batch: Sequence[tuple[UserState, Sequence[Mapping]]], cfg: Featur
     sizes = [len(events) for events in ordered]
     deltas = np.zeros((sum(sizes), _DECAYED_SIZE))
     ts = np.empty(len(deltas), dtype=np.int64)
+    weights = [0.0] * len(deltas)
     row = 0
     for n, events in enumerate(ordered):
         try:
             for event in events:
-                _add_delta(deltas[row], event, cfg.click_weight)
+                weights[row] = _add_delta(deltas[row], event, cfg.click_weight)
                 ts[row] = event["ts_ms"]
                 row += 1
         except (ValueError, TypeError, KeyError) as e:
@@ -293,14 +312,14 @@ def fold_users(batch: Sequence[tuple[UserState, Sequence[Mapping]]], cfg: Featur
         new_sums, _ = fold_decayed(sums, refs, deltas, ts, starts, half_life_ms)
     finite = np.isfinite(new_sums).all(axis=1)
     for k, n in enumerate(live):
-        state, events = batch[n][0], ordered[n]
+        state, events, first = batch[n][0], ordered[n], int(starts[k])
         if errors[n] is not None:
             continue
         if not finite[k]:
             errors[n] = "the decayed sums would not be finite"
             continue
         state.decayed = new_sums[k]
-        state._fold_scalars(events, gap_ms, cfg.last_n_items)
+        state._fold_scalars(events, weights[first:first + len(events)], gap_ms, cfg.last_n_items)
         assert state.last_ts_ms is not None  # events were folded
         local = local_time(state.last_ts_ms, cfg.timezone)
         state.local_hour, state.weekend = local.hour, is_weekend(local)
@@ -311,7 +330,8 @@ def decay_features_to(row: Mapping, now_ms: int, cfg: FeatureConfig) -> dict:
     """A stored feature row aged to serving time ``now_ms``, plus ``time_since_last_event_s``.
 
     Events may be stamped slightly ahead of the server clock (the ingest allows some skew),
-    so a ``now_ms`` before the latest event ages nothing rather than failing.
+    so a ``now_ms`` before the latest event ages nothing rather than failing. The live ``user_vector`` is
+    carried as stored: it is no decayed sum (its fold-in already weighs each event by its age then).
     """
     elapsed_ms = max(int(now_ms) - int(row["last_event_ts_ms"]), 0)
     factor = decay_factor(elapsed_ms, cfg.half_life_minutes * 60_000.0)

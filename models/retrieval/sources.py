@@ -30,9 +30,15 @@ def mips_vectors(bpr: BPR) -> tuple[np.ndarray, np.ndarray]:
     one extra dimension, against a constant 1 on the user side."""
     check_fitted(bpr, "user_f")
     assert bpr.user_f is not None and bpr.item_f is not None and bpr.item_b is not None  # set together by fit()
-    users = np.hstack([bpr.user_f, np.ones((len(bpr.user_f), 1), np.float32)])
+    users = mips_query(bpr.user_f)
     items = np.hstack([bpr.item_f, bpr.item_b[:, None]])
     return users, items
+
+
+def mips_query(user_factors: np.ndarray) -> np.ndarray:
+    """User factors (one row, or rows) as index queries: the constant 1 that meets the item bias appended."""
+    user_factors = np.atleast_2d(np.asarray(user_factors, np.float32))
+    return np.hstack([user_factors, np.ones((len(user_factors), 1), np.float32)])
 
 
 # ---------------------------------------------------------------- content

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from features.stream_batch import DeadLetter, Parsed, _Pending, fold_batch, latest_only
 from features.user_state import DECAYED_COLUMNS, UserState, fold_users
+from features.user_vector import FoldIn, ItemFactors
 from streamrec.config import FeatureConfig
 from streamrec.events import MAX_WATCH_SECONDS, MIN_TS_MS, parse_event
 from streamrec.vocabulary import GENRES
@@ -81,6 +82,10 @@ def pending(log: list[dict]) -> Parsed:
     return parsed
 
 
+# Live user vectors against factors that know "a" but not "b": a replay writes the same vectors too.
+FOLD_IN = FoldIn.of(ItemFactors.of(["a", "z"], np.array([[1.0, 0.5], [0.2, 1.0]])), CFG)
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(events(max_size=15), min_size=1, max_size=4), st.integers(1, 3))
 def test_batches_account_for_every_event_and_replay_identically(logs, n_batches):
@@ -94,9 +99,9 @@ def test_batches_account_for_every_event_and_replay_identically(logs, n_batches)
     for chunk in np.array_split(np.arange(len(arrivals)), n_batches):
         parsed = pending([arrivals[i] for i in chunk])
         seen = {u: set(ids) for u, ids in folded_before.items()}
-        folded = fold_batch(parsed, dict(stored), seen, catalog, CFG, LATENESS_MS)
-        again = fold_batch(parsed, dict(stored), seen, catalog, CFG, LATENESS_MS)  # a replay after a crash
-        assert (again.records, again.folded_ids) == (folded.records, folded.folded_ids)
+        folded = fold_batch(parsed, dict(stored), seen, catalog, CFG, LATENESS_MS, FOLD_IN)
+        again = fold_batch(parsed, dict(stored), seen, catalog, CFG, LATENESS_MS, FOLD_IN)  # a replay after a crash
+        assert (again.records, again.folded_ids, again.columns) == (folded.records, folded.folded_ids, folded.columns)
         assert all(d.reason == "late_event" for d in folded.dead)
         stored.update(folded.records)
         for user_id, event_id, ts in folded.folded_ids:

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from feast import Entity, FeatureView, Field, FileSource, RepoConfig, ValueType
-from feast.protos.feast.types.Value_pb2 import StringList
+from feast.protos.feast.types.Value_pb2 import FloatList, StringList
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import python_values_to_proto_values
 from feast.types import Array, Bool, Float32, Float64, Int64, String
@@ -100,6 +100,17 @@ def test_string_list_is_protobufs_string_list_val(values):
     assert encode_column(Array(String), values) == want
     as_arrays = [None if v is None else np.array(v, dtype=object) for v in values]  # as pandas gives them
     assert encode_column(Array(String), as_arrays) == want
+
+
+@no_deadline
+@given(st.lists(st.one_of(st.none(), st.lists(st.floats(width=32, allow_nan=False)))))
+@example([[], [0.0, -0.0, 1.5], [FLT_TRUE_MIN] * 40, None])
+def test_float_list_is_protobufs_float_list_val(values):
+    want = [b"" if v is None else serialized(float_list_val=FloatList(val=v)) for v in values]
+    assert encode_column(Array(Float32), values) == want
+    assert encode_column(Array(Float32), values) == feast_writes(values, ValueType.FLOAT_LIST)
+    as_arrays = [None if v is None else np.array(v, dtype=np.float32) for v in values]  # as pandas gives them
+    assert encode_column(Array(Float32), as_arrays) == want
 
 
 def test_other_types_are_refused():

@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.user_state import UserState, feature_columns
+from features.user_vector import ITEM_FACTORS_FILE, FoldIn, ItemFactors
 from models.baselines import BPR
 from models.data import make_split
 from models.retrieval import (
@@ -22,6 +24,7 @@ from models.retrieval import index as index_module
 from models.retrieval.index import build_index, top_k
 from models.text_embedding import DIM
 from streamrec.catalog import load_items
+from streamrec.config import FeatureConfig
 from streamrec.errors import UserError
 from streams.generator import generate_world
 
@@ -193,6 +196,56 @@ def test_a_known_user_gets_mf_candidates_first(generator):
     found = generator.candidates("action-u1", None, PHONE_NIGHT, 8)
     assert [c.source for c in found] == ["embedding"] * 8
     assert sum(c.item_id.startswith("action-") for c in found[:4]) >= 3
+
+
+def _session_after(watched: list[str], factors: ItemFactors) -> dict:
+    """The session row the stream job writes after a new user watched ``watched`` (live vector folded in)."""
+    state = UserState()
+    state.apply([{"event_id": f"e{n}", "event_type": "watch", "item_id": item, "ts_ms": EVENING_MS + n * 60_000,
+                  "device": "tv", "session_id": "s", "watch_seconds": 3000, "genres": [], "duration_minutes": 90}
+                 for n, item in enumerate(watched)], FeatureConfig())
+    columns = feature_columns([("newcomer", state)], FoldIn.of(factors, FeatureConfig()))
+    return {name: values[0] for name, values in columns.items()}
+
+
+@pytest.fixture(scope="module")
+def converged() -> CandidateGenerator:
+    """Trained to convergence: the ten epochs of ``generator`` leave MF scores mostly item bias."""
+    return CandidateGenerator.fit(_log(), _catalog(), bpr=BPR(factors=8, epochs=100, progress=False))
+
+
+def test_a_new_users_live_vector_gets_mf_candidates_like_what_they_just_watched(converged):
+    generator = converged
+    assert generator.item_factors is not None
+    # Without one, a new user with no affinities gets popular items only (action: the most watched).
+    assert {c.source for c in generator.candidates("newcomer", None, TV_EVENING, 6)} == {"popular"}
+    session = _session_after(["doc-0", "doc-1"], generator.item_factors)
+    found = generator.candidates("newcomer", session, TV_EVENING, 6, exclude=["doc-0", "doc-1"])
+    assert [c.source for c in found] == ["embedding"] * 6
+    assert sum(c.item_id.startswith("doc-") for c in found[:4]) == 4
+    # A known user keeps the trained vector (it predicted next watches better): the action watcher's MF
+    # candidates stay what they were.
+    assert generator.candidates("action-u1", session, TV_EVENING, 4) == generator.candidates(
+        "action-u1", None, TV_EVENING, 4)
+
+
+def test_a_live_vector_folded_on_other_factors_is_ignored(generator):
+    other = ItemFactors.of(generator.item_factors.ids, generator.item_factors.factors + 1.0)
+    stale = _session_after(["doc-0", "doc-1"], other)  # folded before a retraining
+    assert {c.source for c in generator.candidates("newcomer", stale, TV_EVENING, 6)} == {"popular"}
+    assert generator.candidates("action-u1", stale, TV_EVENING, 8) == generator.candidates(
+        "action-u1", None, TV_EVENING, 8)
+    with pytest.raises(UserError, match="live user vector"):
+        generator.live_query({"user_vector": [0.0, 1.0], "user_vector_model": generator.item_factors.version})
+
+
+def test_the_item_factors_are_saved_beside_the_generator_for_the_stream_job(tmp_path, generator):
+    directory = generator.save(tmp_path / "retrieval")
+    saved = ItemFactors.load(directory / ITEM_FACTORS_FILE)
+    assert saved.version == generator.item_factors.version
+    assert CandidateGenerator.load(directory).item_factors.version == saved.version
+    # MF's items, each with the index's vector less the bias dimension.
+    assert set(saved.ids) == set(generator.index.ids) and saved.dim + 1 == generator.index.dim
 
 
 @pytest.mark.parametrize("user_id", ["comedy-u3", "doc-u5", "unknown-user", None])
