@@ -19,6 +19,7 @@ from features.user_vector import FactorsFile, FoldIn, item_factors_path
 from streamrec.catalog import load_items
 from streamrec.config import Settings
 from streamrec.errors import UserError
+from streamrec.pseudonyms import pseudonymizer
 
 _HASH_CHUNK = 1 << 20
 
@@ -42,7 +43,8 @@ def backfill_session_log(settings: Settings, events_path: str | Path, items_path
     from features.tables import arrow_schema, to_table
 
     factors = FactorsFile(item_factors_path(settings)).current() if settings.features.live_user_vectors else None
-    history = feature_history(read_event_log(events_path), load_items(items_path), settings.features,
+    history = feature_history(read_event_log(events_path, users=pseudonymizer(settings)), load_items(items_path),
+                              settings.features,
                               FoldIn.of(factors, settings.features) if factors is not None else None)
     if history.empty:
         raise UserError(f"{events_path} holds no events to backfill")

@@ -6,6 +6,7 @@ import json
 
 from streamrec.config import Settings
 from streamrec.errors import UserError
+from streamrec.pseudonyms import pseudonymizer
 
 
 def _client(settings: Settings):
@@ -39,7 +40,8 @@ def _build_profiles(args: argparse.Namespace, settings: Settings) -> int:
 
     from features.offline import read_event_log
 
-    events = pd.DataFrame(read_event_log(args.events), columns=["user_id", "item_id", "ts_ms"])
+    events = pd.DataFrame(read_event_log(args.events, users=pseudonymizer(settings)),
+                          columns=["user_id", "item_id", "ts_ms"])
     if events.empty:
         raise UserError(f"event log {args.events} holds no events")
     try:

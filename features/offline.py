@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import msgspec
@@ -22,11 +22,14 @@ from streamrec.errors import UserError
 from streamrec.events import InvalidEvent, parse_event
 
 
-def read_event_log(path: str | Path, *, skipped: Counter | None = None) -> Iterator[dict]:
+def read_event_log(path: str | Path, *, skipped: Counter | None = None,
+                   users: Callable[[str], str] | None = None) -> Iterator[dict]:
     """Validated events of a JSONL log as dicts with ``ts_ms`` (epoch ms) instead of ``ts``.
 
     An invalid line raises ``UserError`` naming file:line, unless a ``skipped`` Counter is
     given: then it is skipped and counted under its reason code. Blank lines are not events.
+    ``users``: what a user id becomes (``streamrec.pseudonyms.pseudonymizer``: a log file is an edge too, when
+    what is read from it reaches Feast and the models).
     """
     path = Path(path)
     try:
@@ -46,7 +49,10 @@ def read_event_log(path: str | Path, *, skipped: Counter | None = None) -> Itera
                 skipped[e.reason] += 1
                 continue
             # Shallow, in C: the event was decoded for this record alone, so its context is the caller's to keep.
-            yield msgspec.structs.asdict(event)
+            record = msgspec.structs.asdict(event)
+            if users is not None:
+                record["user_id"] = users(record["user_id"])
+            yield record
 
 
 def item_fields(item_id: str, items: Mapping[str, Mapping]) -> dict:

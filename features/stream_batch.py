@@ -100,6 +100,21 @@ def parse_records(
     return parsed
 
 
+def without_deleted(parsed: Parsed, deleted: Mapping[str, int]) -> int:
+    """Drop the events of deleted users (user -> deletion time) at or before their deletion, in place; returns how
+    many. A later event starts the user afresh."""
+    dropped = 0
+    for user_id in parsed.by_user.keys() & deleted.keys():
+        pending = parsed.by_user[user_id]
+        kept = [p for p in pending if p.event["ts_ms"] > deleted[user_id]]
+        dropped += len(pending) - len(kept)
+        if kept:
+            parsed.by_user[user_id] = kept
+        else:
+            del parsed.by_user[user_id]
+    return dropped
+
+
 def screen(pending: Sequence[_Pending], seen: set[str], max_ms: int | None, lateness_ms: int) -> tuple[list, list, int]:
     """Split a user's events (in the order given) into (accepted, late) and count duplicates. ``seen``: the
     user's event ids folded before (it gains the accepted ones); ``max_ms``: the latest folded event time."""

@@ -38,8 +38,9 @@ import msgspec
 import numpy as np
 from confluent_kafka import KafkaException, Producer
 
+from features.deletion import forget_offline, forget_online
 from features.store import FeatureStoreClient
-from features.stream_batch import DeadLetter, Folded, fold_batch, latest_only, parse_records
+from features.stream_batch import DeadLetter, Folded, fold_batch, latest_only, parse_records, without_deleted
 from features.stream_metrics import StreamMetrics
 from features.stream_state import StateStore
 from features.user_vector import FactorsFile, FoldIn, item_factors_path
@@ -47,8 +48,9 @@ from streamrec.catalog import apply_changes, load_items
 from streamrec.config import Settings
 from streamrec.events import InvalidEvent
 from streams.catalog_topic import CatalogFollower, dead_letter, delivered
+from streams.deletions import DeletionFollower
 from streams.kafka_source import Fingerprints, last_fingerprints
-from streams.kafka_util import LIBRDKAFKA_LOG, librdkafka_config
+from streams.kafka_util import keyed_producer
 from streams.producer import DeliveryError, EventProducer, open_kafka_producer
 from streams.storage import Location
 
@@ -64,12 +66,10 @@ def percentiles(values_ms, qs=(50, 95, 99)) -> dict:
     return {f"p{q}": round(float(np.percentile(values_ms, q)), 1) for q in qs}
 
 
-def feature_producer(cfg):
+def feature_producer(cfg) -> Producer:
     """The features topic's producer: librdkafka, since kafka-python's send costs ~60 µs a row in Python
-    (a batch publishes every updated user). Keys hash with murmur2 as Kafka's Java client and the
-    SDK do, so a user's rows share a partition with the user's events."""
-    return Producer({**librdkafka_config(cfg), "partitioner": "murmur2_random", "enable.idempotence": True,
-                     "acks": "all", "linger.ms": 5}, logger=LIBRDKAFKA_LOG)
+    (a batch publishes every updated user), keyed by user (``keyed_producer``)."""
+    return keyed_producer(cfg, **{"linger.ms": 5})
 
 
 def feature_rows(columns: dict[str, list]) -> list[tuple[bytes, bytes]]:
@@ -114,8 +114,10 @@ class StreamSink:
         self.echo = echo
         self.on_batch = on_batch
         self._dlq: EventProducer | None = None
-        self._features = feature_producer(settings.kafka)
+        self._features: Producer | None = feature_producer(settings.kafka)
         self._catalog_changes: CatalogFollower | None = None
+        self._deletions: DeletionFollower | None = None
+        self.deleted: dict[str, int] = {}  # user -> deleted at (ms): their events up to then are never folded
         self.last_batch_at = time.monotonic()
         self._parse = functools.partial(
             parse_records, max_bytes=settings.ingest.max_event_bytes, max_future_skew_s=settings.ingest.max_future_skew_seconds
@@ -131,6 +133,7 @@ class StreamSink:
 
         stages: dict[str, float] = {}
         self._follow_catalog()
+        self._follow_deletions()
         lap("catalog")
         table = batch.toArrow()  # Spark executes the micro-batch here: planning, Kafka read, Arrow transfer
         lap("spark")
@@ -139,6 +142,8 @@ class StreamSink:
             table.column("offset").to_pylist(),
             table.column("timestamp").cast("int64").to_numpy() // 1000,  # us -> ms
         )
+        if self.deleted and (dropped := without_deleted(parsed, self.deleted)):
+            self.echo(f"batch {batch_id}: {dropped} event(s) of deleted users not folded")
         lap("parse")
         cfg = self.settings.features
         if self.state is None:
@@ -205,6 +210,33 @@ class StreamSink:
                 self._catalog_changes = None
             raise
 
+    def _follow_deletions(self) -> None:
+        """Users deleted since the last batch (``streamrec privacy delete-user``): their state, online and offline
+        rows removed here, after this job's last write of them; from now on none of their events up to the
+        deletion is folded. A new job reads every deletion first (one moment for the first fetch, as for the
+        catalog), so neither a restart nor a replay brings a user back."""
+        first = self._deletions is None
+        try:
+            if self._deletions is None:
+                self._deletions = DeletionFollower(self.settings)
+            fresh = self._deletions.poll(FIRST_CATALOG_POLL_S if first else 0.0)
+        except Exception:
+            if self._deletions is not None:  # read again from the start: nothing polled here is lost
+                self._deletions.close()
+                self._deletions = None
+            raise
+        users = {d.user_id for d in fresh}
+        for d in fresh:
+            self.deleted[d.user_id] = max(d.deleted_at_ms, self.deleted.get(d.user_id, d.deleted_at_ms))
+        if not users:
+            return
+        # Again after a restart (idempotent): a job stopped halfway through a deletion finishes it.
+        state_rows = self.state.forget(users) if self.state is not None else 0
+        online = sum(forget_online(self.store, u) for u in users)
+        offline = forget_offline(self.store, users)
+        self.echo(f"deletions: {len(users)} user(s) forgotten ({state_rows} state, {online} online view, {offline} "
+                  "offline row(s))")
+
     def _publish(self, folded: Folded) -> None:
         if folded.columns:
             _twice(self._send_features, feature_rows(folded.columns))
@@ -242,7 +274,7 @@ class StreamSink:
     def _send_dead(self, dead: list[DeadLetter]) -> None:
         """Every dead letter to the DLQ; DeliveryError (the producer dropped) unless all are stored."""
         if self._dlq is None:
-            self._dlq = EventProducer(self.settings, source="stream")
+            self._dlq = EventProducer(self.settings, source="stream", at_edge=False)
         try:
             for d in dead:
                 self._dlq.reject(d.value, InvalidEvent(d.reason, d.detail), where=d.source)
@@ -290,6 +322,8 @@ class StreamSink:
     def close(self) -> None:
         if self._catalog_changes is not None:
             self._catalog_changes.close()
+        if self._deletions is not None:
+            self._deletions.close()
         if self._features is not None:
             self._features.flush(self.settings.kafka.request_timeout_ms / 1000)
             self._features = None  # librdkafka's threads end with the last reference

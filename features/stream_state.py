@@ -27,6 +27,7 @@ import re
 from collections.abc import Iterable, Mapping
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from streamrec.errors import UserError
@@ -83,6 +84,29 @@ class StateStore:
         self._version = batch_id
         if batch_id % self.snapshot_every == 0 and batch_id > 0:
             self._snapshot(batch_id)
+
+    def forget(self, user_ids: Iterable[str]) -> int:
+        """Remove users from the state, and from every file of the store (``streamrec privacy delete-user``: a
+        deleted user leaves no trace here); returns the rows removed. A replayed batch then starts without them,
+        as the job folds none of their events up to the deletion (``features.stream_sink``)."""
+        users = pa.array(sorted(set(user_ids)), pa.string())
+        if not len(users):
+            return 0
+        files = self._files()
+        removed = 0
+        for file in [*files["batch"].values(), *files["snapshot"].values(), self.dir / BASE]:
+            if not file.exists():
+                continue
+            table = _read(file)
+            theirs = pc.is_in(table.column("user_id"), value_set=users)
+            n = pc.sum(theirs).as_py() or 0
+            if n:
+                self._write(file.name, table.filter(pc.invert(theirs)))
+                removed += n
+        for user_id in users.to_pylist():
+            self._records.pop(user_id, None)
+            self._seen.pop(user_id, None)
+        return removed
 
     def write_base(self, directory: str | os.PathLike | Location) -> int:
         """Write the newest state as the base of a new store in ``directory``; returns the users it holds."""

@@ -36,7 +36,7 @@ from models.protocols import run
 from models.seed_summary import combine
 from models.train import EventLog, Prepared, fit, prepare
 from models.wide_deep import WideDeep, WideDeepConfig
-from streamrec.config import Settings
+from streamrec.config import PrivacyConfig, Settings
 from streamrec.errors import UserError
 from streams.movielens import relative_popularity
 
@@ -146,9 +146,12 @@ def _models(prepared: Prepared, split, settings: Settings, config: WideDeepConfi
 
 def scratch_settings(settings: Settings, name: str) -> Settings:
     """The evaluation's own feature store, under ``<data>/evaluate/<name>`` with the embedded SQLite online store:
-    an offline comparison must not replace the live catalog and profiles, nor write to a shared Redis."""
+    an offline comparison must not replace the live catalog and profiles, nor write to a shared Redis. Ids as the
+    files have them (no pseudonyms): nothing leaves the scratch dir, and the fairness audit joins its users'
+    attributes by them."""
     return dataclasses.replace(settings, data_dir=str(settings.data_path / "evaluate" / name),
-                               feast=dataclasses.replace(settings.feast, online_store="sqlite"))
+                               feast=dataclasses.replace(settings.feast, online_store="sqlite"),
+                               privacy=PrivacyConfig())
 
 
 def evaluate(

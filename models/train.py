@@ -26,6 +26,7 @@ from models.wide_deep import LIVE_NUMERIC_INPUTS, NUMERIC_INPUTS, WideDeepConfig
 from streamrec.catalog import catalog_frame, load_items
 from streamrec.config import Settings
 from streamrec.errors import UserError
+from streamrec.pseudonyms import pseudonymizer
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def prepare(settings: Settings, event_log: EventLog, *, negatives: int = 4, seed
     from features.store import FeatureStoreClient
 
     catalog = catalog_frame(load_items(event_log.items))
-    events = event_frame(read_event_log(event_log.events))
+    events = event_frame(read_event_log(event_log.events, users=pseudonymizer(settings)))
     interactions = label_positives(events[["user_id", "item_id", "ts_ms", "event_type", "watch_seconds", LOG_ORDER]],
                                    None, 0.0)
     positives = decoded_positives(interactions)
@@ -178,7 +179,7 @@ def fit_retrieval(settings: Settings, event_log: EventLog) -> Path:
     items = load_items(event_log.items)
     ids = list(items)
     texts = dict(zip(ids, text_encoder().encode([item_text(items[i]) for i in ids])))
-    generator = CandidateGenerator.fit(load_event_log(event_log.events, items), items,
+    generator = CandidateGenerator.fit(load_event_log(event_log.events, items, users=pseudonymizer(settings)), items,
                                        index_k=settings.serving.candidates, timezone=settings.features.timezone,
                                        texts=texts)
     return generator.save(retrieval_dir(settings))

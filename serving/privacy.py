@@ -36,7 +36,7 @@ def delete_user(settings: Settings, user_id: str, now_ms: int | None = None) -> 
     at_ms = int(time.time() * 1000) if now_ms is None else now_ms
     publish_deletion(settings, stored, at_ms)
     client = FeatureStoreClient(settings)
-    online, offline = forget_online(client, stored), forget_offline(client, stored)
+    online, offline = forget_online(client, stored), forget_offline(client, [stored])
     cached = None
     if backend(settings) == "redis":
         with redis_client(settings) as r:

@@ -12,6 +12,7 @@ from collections import Counter
 
 from streamrec.config import Settings
 from streamrec.errors import UserError
+from streamrec.pseudonyms import pseudonymizer
 
 SHOW_USERS = 3
 WORLD_END_MARGIN_MS = 3_600_000
@@ -58,15 +59,17 @@ def consume_summary(settings: Settings) -> dict:
 
 def wait_until_online(settings: Settings, expected: dict[str, int], timeout_s: float = 900.0, poll_s: float = 1.0,
                       since: float | None = None) -> float:
-    """Poll the online store until every user's features include their latest event; returns the seconds
-    since ``since`` (a ``time.monotonic()`` reading; default: now). Progress is printed every 5 s."""
+    """Poll the online store until every user's features (``expected``: by the users' own ids) include their
+    latest event; returns the seconds since ``since`` (a ``time.monotonic()`` reading; default: now). Progress is
+    printed every 5 s."""
     from features.store import FeatureStoreClient
 
     store, users = FeatureStoreClient(settings), sorted(expected)
+    hide = pseudonymizer(settings)
     t0 = time.monotonic() if since is None else since
     shown = time.monotonic()
     while True:
-        rows = store.online_features(users)
+        rows = store.online_features([hide(u) for u in users])
         behind = [u for u, r in zip(users, rows) if (r.get("last_event_ts_ms") or 0) < expected[u]]
         if not behind:
             return time.monotonic() - t0
@@ -205,9 +208,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     step("Feast: register the feature repo, load the catalog and user profiles")
     store = FeatureStoreClient(settings)
     store.apply()
+    # The demo speaks to users by the world's ids; the stores know them by their pseudonyms (privacy.pseudonymize).
     events = pd.DataFrame(read_event_log(world / "events.jsonl"), columns=["user_id", "item_id", "ts_ms"])
+    stored = events.assign(user_id=events["user_id"].map(pseudonymizer(settings)))
     print(f"   items: {store.load_catalog(world / 'items.jsonl')}; "
-          f"profiles: {store.build_profiles(events, cut=pd.Timestamp(events['ts_ms'].max(), unit='ms', tz='UTC'))}")
+          f"profiles: {store.build_profiles(stored, cut=pd.Timestamp(events['ts_ms'].max(), unit='ms', tz='UTC'))}")
 
     step("replay the event log into Kafka, read it back")
     print(f"   {replay(settings, world / 'events.jsonl').summary()}")
@@ -221,7 +226,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     print(f"   all users' online features current after {waited:.0f}s more")
     print("   " + json.dumps(summarize_stats(StreamPaths.of(settings).stats)))
     sample = sorted(latest)[:SHOW_USERS]
-    for row in store.online_features(sample):
+    for row in store.online_features([pseudonymizer(settings)(u) for u in sample]):
         print("   " + describe_live(row))
 
     step("train: candidate retrieval + Wide & Deep, exported to the model repo (served by the model server)")

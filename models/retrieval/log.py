@@ -6,7 +6,7 @@ feature fold that gives a user's live affinities).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -17,11 +17,12 @@ from streamrec.errors import UserError
 
 
 def load_event_log(
-    events_path: str | Path, items: Mapping[str, Mapping] | None = None, min_watch_fraction: float = 0.0
+    events_path: str | Path, items: Mapping[str, Mapping] | None = None, min_watch_fraction: float = 0.0,
+    users: Callable[[str], str] | None = None,
 ) -> pd.DataFrame:
     """One row per valid event (an invalid line is a UserError naming it); ``items`` (item_id -> record with
-    ``duration_minutes``) is needed only when ``min_watch_fraction`` > 0."""
-    events = pd.DataFrame(read_event_log(events_path))
+    ``duration_minutes``) is needed only when ``min_watch_fraction`` > 0; ``users``: as ``read_event_log``'s."""
+    events = pd.DataFrame(read_event_log(events_path, users=users))
     if events.empty:
         raise UserError(f"{events_path}: the event log has no events")
     durations = None
