@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from confluent_kafka import KafkaException
 from prometheus_client import Counter
 
 from streamrec.config import Settings
@@ -76,37 +77,47 @@ def parse_exposure(value: bytes) -> Exposure:
 
 
 class ExposureLog:
-    """Publishes exposures without ever making a request wait: librdkafka queues and retries in its own thread
-    (a broker that is away is found when it answers), and every outcome is counted in ``counter``."""
+    """Publishes exposures without ever making a request wait or fail: librdkafka queues and retries in its own
+    thread (a broker that is away is found when it answers), and every outcome is counted in ``counter``. A
+    producer in a fatal state is replaced by the next exposure: an idempotent one stays fatal for good after a
+    broker lost its tail (DEVELOPERS.md, noida-db)."""
 
     def __init__(self, settings: Settings, counter: Counter):
         self.topic = settings.kafka.exposures_topic
         self._cfg = settings.kafka
         self._counter = counter
         self._producer: Producer | None = None
+        self._fatal = False  # the producer has a fatal error: replace it
         self._lock = threading.Lock()  # the producer is made once; produce() itself is thread-safe
 
     def log(self, record: dict) -> None:
         from streams.kafka_util import keyed_producer
 
         with self._lock:
-            if self._producer is None:
-                self._producer = keyed_producer(self._cfg, **{"linger.ms": 20, "queue.buffering.max.messages": QUEUE_MAX})
+            if self._producer is None or self._fatal:
+                self._producer, self._fatal = keyed_producer(
+                    self._cfg, **{"linger.ms": 20, "queue.buffering.max.messages": QUEUE_MAX}), False
             producer = self._producer
         try:
             producer.produce(self.topic, json.dumps(record, separators=(",", ":")).encode(),
-                                   key=record["user_id"].encode(), on_delivery=self._delivered)
+                             key=record["user_id"].encode(), on_delivery=self._delivered)
+            producer.poll(0)
         except BufferError:
             self._counter.labels("dropped").inc()
             log.warning("exposure %s dropped: the producer's queue is full (is the broker away?)", record["exposure_id"])
-        producer.poll(0)
+        except KafkaException as e:  # fatal: this producer refuses everything from now on
+            self._counter.labels("failed").inc()
+            self._fatal = True
+            log.warning("exposure %s not sent (%s); the next one gets a new producer", record["exposure_id"], e)
 
     def _delivered(self, err, _msg) -> None:
         if err is None:
             self._counter.labels("sent").inc()
-        else:
-            self._counter.labels("failed").inc()
-            log.warning("exposure not delivered to %s: %s", self.topic, err)
+            return
+        self._counter.labels("failed").inc()
+        if err.fatal():
+            self._fatal = True
+        log.warning("exposure not delivered to %s: %s", self.topic, err)
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Wait for the queued exposures, up to ``timeout_s``, and only while the broker acknowledges some: one
@@ -115,8 +126,12 @@ class ExposureLog:
         if producer is None:
             return
         deadline, left = time.monotonic() + timeout_s, len(producer)
-        while left and time.monotonic() < deadline:
-            producer.flush(0.5)
+        while left and not self._fatal and time.monotonic() < deadline:
+            try:
+                producer.flush(0.5)
+            except Exception as e:  # a producer in a fatal state: what it holds is lost, and counted below
+                log.warning("exposure log: %s", e)
+                break
             left, before = len(producer), left
             if left == before:
                 break

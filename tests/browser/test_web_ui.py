@@ -9,11 +9,14 @@ from __future__ import annotations
 import shutil
 import time
 
+import pandas as pd
 import pytest
 
+from features.offline import read_event_log
 from infra import stack
 from streamrec.config import load_settings
-from streamrec.demo import ui_url
+from streamrec.demo import ui_url, wait_until_online
+from streams.replay import replay
 from tests.fixtures.serving_stack import build_stack, write_stack_config
 from tests.helpers import assert_eventually
 
@@ -35,6 +38,14 @@ def live_stack(tmp_path_factory):
         stack.up(settings, only=["broker", "redis"], echo=lambda *_: None)
         built = build_stack(data, settings, live_features=True)
         stack.up(settings, only=["model-server", "stream", "ingest", "api"], echo=lambda *_: None)
+        # The world's history through the stream job too, as in a running deployment: a watch from the page then
+        # adds to the user's history rather than starting a state of its own beside the batch-written rows (whose
+        # affinities, how high they are, depend on the hour the world was generated at).
+        events = pd.DataFrame(read_event_log(built.world_dir / "events.jsonl"), columns=["user_id", "ts_ms"])
+        replay(settings, built.world_dir / "events.jsonl", progress=False)
+        now_ms = int(time.time() * 1000)  # later events are from the future: the stream job dead-letters them
+        wait_until_online(settings, events[events["ts_ms"] <= now_ms].groupby("user_id")["ts_ms"].max().to_dict(),
+                          timeout_s=300)
         yield settings, built
     finally:
         stack.down(settings, echo=lambda *_: None)
